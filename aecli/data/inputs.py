@@ -1,0 +1,217 @@
+"""What a command's INPUTS resolve to: an indexable set of images that holds paths, not pixels.
+
+Any mix of image files, directories (recursive, sorted, hidden entries skipped), glob patterns,
+.npy/.npz arrays, IDX files, named datasets and `--files-from` lists becomes one `ImageSet`
+whose images keep the order they were given in. Pixels are read only when a batch asks for them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import glob
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aecli.data.arrays import ArrayImages, is_idx, read_idx, read_npy, read_npz
+from aecli.data.images import IMAGE_SUFFIXES, UnreadableImage, read_image, to_channels, to_size
+from aecli.data.named import is_named, open_named
+from aecli.errors import InputError
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class FileImages:
+    """Image files, decoded one by one when a batch needs them."""
+
+    paths: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class Batch:
+    """Pixels (B, C, S, S) of the images that loaded, their indices, and what was skipped."""
+
+    pixels: torch.Tensor
+    index: torch.Tensor
+    skipped: list[str] = field(default_factory=list)
+    error: str | None = None  # fatal; travels as data so worker processes report it in one line
+
+    def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True) on CUDA
+        return Batch(self.pixels.pin_memory(), self.index, self.skipped, self.error)
+
+
+@dataclass
+class ImageSet:
+    parts: list[FileImages | ArrayImages]
+    description: str
+    non_images: int = 0  # files in directories that were not images, skipped
+
+    def __post_init__(self) -> None:
+        self._starts = [0]
+        for part in self.parts:
+            self._starts.append(self._starts[-1] + len(part))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def _locate(self, i: int) -> tuple[FileImages | ArrayImages, int]:
+        k = bisect.bisect_right(self._starts, i) - 1
+        return self.parts[k], i - self._starts[k]
+
+    def name(self, i: int) -> str:
+        """A file path, or `array#row` for a row of an array."""
+        part, row = self._locate(i)
+        return str(part.paths[row]) if isinstance(part, FileImages) else f"{part.name}#{row}"
+
+    def label(self, i: int) -> int | None:
+        part, row = self._locate(i)
+        labels = getattr(part, "labels", None)
+        return None if labels is None else int(labels[row])
+
+    def first_shape(self, strict: bool = False) -> tuple[int, int, int]:
+        """(C, H, W) of the first readable image: what a new model's channels and size default to."""
+        for part in self.parts:
+            if isinstance(part, ArrayImages):
+                return part.shape
+            for path in part.paths:
+                try:
+                    return tuple(read_image(path).shape)
+                except UnreadableImage:
+                    if strict:
+                        raise
+        raise InputError(f"no readable images in {self.description}")
+
+    def load(self, indices: np.ndarray, channels: int, size: int, resize: bool = True, strict: bool = False) -> Batch:
+        """Read the images at `indices` as one batch fitted to the model's channels and size."""
+        try:
+            return self._load(indices, channels, size, resize, strict)
+        except InputError as e:
+            return Batch(torch.empty(0, channels, size, size), torch.empty(0, dtype=torch.long), error=str(e))
+
+    def _load(self, indices: np.ndarray, channels: int, size: int, resize: bool, strict: bool) -> Batch:
+        pieces, kept, skipped = [], [], []
+        groups: dict[int, list[int]] = {}
+        for i in indices.tolist():
+            groups.setdefault(bisect.bisect_right(self._starts, i) - 1, []).append(i)
+        position = {i: n for n, i in enumerate(indices.tolist())}
+        for k, members in groups.items():
+            part, start = self.parts[k], self._starts[k]
+            if isinstance(part, ArrayImages):
+                x = part.get(np.asarray(members) - start)
+                pieces.append(self._fit(x, channels, size, resize, part.name))
+                kept += members
+                continue
+            for i in members:
+                try:
+                    x = read_image(part.paths[i - start])
+                except UnreadableImage as e:
+                    if strict:
+                        raise
+                    skipped.append(str(e))
+                    continue
+                pieces.append(self._fit(x, channels, size, resize, str(part.paths[i - start]))[None])
+                kept.append(i)
+        pixels = torch.cat(pieces) if pieces else torch.empty(0, channels, size, size)
+        order = torch.tensor(sorted(range(len(kept)), key=lambda n: position[kept[n]]), dtype=torch.long)
+        index = torch.tensor(kept, dtype=torch.long)
+        return Batch(pixels[order], index[order], skipped)
+
+    @staticmethod
+    def _fit(x: torch.Tensor, channels: int, size: int, resize: bool, name: str) -> torch.Tensor:
+        if not resize and tuple(x.shape[-2:]) != (size, size):
+            h, w = x.shape[-2:]
+            raise InputError(f"{name}: image is {w}x{h}, the model takes {size}x{size} (drop --no-resize to resize)")
+        return to_size(to_channels(x, channels), size)
+
+
+def open_inputs(specs: list[str], files_from: str | None = None) -> ImageSet:
+    """Resolve INPUTS (and a --files-from list, `-` for stdin) into one ImageSet, in order."""
+    specs = list(specs)
+    if files_from is not None:
+        specs += _read_list(files_from)
+    if not specs:
+        raise InputError("no inputs given (paths, directories, globs, .npy/.npz/IDX files or a dataset name)")
+    parts: list[FileImages | ArrayImages] = []
+    non_images = 0
+    for spec in specs:
+        found, skipped = _resolve(spec)
+        non_images += skipped
+        for part in found:  # adjacent files join one part: fewer parts, cheaper lookups
+            if isinstance(part, FileImages) and parts and isinstance(parts[-1], FileImages):
+                parts[-1].paths.extend(part.paths)
+            else:
+                parts.append(part)
+    description = specs[0] if len(specs) == 1 else f"{len(specs)} inputs ({specs[0]}, ...)"
+    images = ImageSet(parts, description, non_images)
+    if not len(images):
+        extra = f" ({non_images} non-image files skipped)" if non_images else ""
+        raise InputError(f"no images found in {description}{extra}")
+    return images
+
+
+def _read_list(source: str) -> list[str]:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as e:
+        raise InputError(f"cannot read --files-from {source}: {e.strerror or e}") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _resolve(spec: str) -> tuple[list[FileImages | ArrayImages], int]:
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _walk(path)
+    if path.is_file():
+        return [_open_file(path)], 0
+    if is_named(spec):
+        return [open_named(spec)], 0
+    if _GLOB_CHARS & set(spec):
+        matches = sorted(glob.glob(os.path.expanduser(spec), recursive=True))
+        if not matches:
+            raise InputError(f"no files match '{spec}'")
+        parts, skipped = [], 0
+        for match in matches:
+            found, n = _resolve(match)
+            parts += found
+            skipped += n
+        return parts, skipped
+    if path.is_symlink():
+        raise InputError(f"{spec}: broken symbolic link")
+    raise InputError(f"{spec}: no such file, directory or dataset (datasets: sample, fashion-mnist)")
+
+
+def _open_file(path: Path) -> FileImages | ArrayImages:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return read_npy(path)
+    if suffix == ".npz":
+        return read_npz(path)
+    if is_idx(path):
+        return read_idx(path)
+    return FileImages([path])  # anything else is tried as an image, decoded by content
+
+
+def _walk(root: Path) -> tuple[list[FileImages], int]:
+    """Image files under a directory, recursively, sorted by path; hidden entries skipped."""
+    found, skipped = [], 0
+    for directory, dirs, files in os.walk(root):  # never follows directory links: no loops
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                found.append(Path(directory) / name)
+            else:
+                skipped += 1
+    if not found:
+        extra = f" ({skipped} non-image files skipped)" if skipped else ""
+        raise InputError(f"{root}: no images found{extra}")
+    return [FileImages(found)], skipped

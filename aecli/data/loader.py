@@ -1,0 +1,71 @@
+"""Streaming an ImageSet in batches through a DataLoader: memory holds a few batches, never the set.
+
+The sampler yields whole batches of indices and the dataset reads each batch in one call
+(automatic batching off), so arrays are sliced in one go instead of image by image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from aecli.data.arrays import ArrayImages
+from aecli.data.inputs import Batch, ImageSet
+from aecli.errors import InputError
+
+
+@dataclass
+class _Batches(Dataset):
+    images: ImageSet
+    channels: int
+    size: int
+    resize: bool
+    strict: bool
+
+    def __getitem__(self, indices: np.ndarray) -> Batch:
+        return self.images.load(indices, self.channels, self.size, self.resize, self.strict)
+
+
+def default_workers(images: ImageSet) -> int:
+    """Arrays are sliced faster in-process; image files decode in parallel on spare cores."""
+    if all(isinstance(p, ArrayImages) for p in images.parts):
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def batch_indices(order: Sequence[int] | np.ndarray, batch_size: int) -> list[np.ndarray]:
+    order = np.asarray(order, dtype=np.int64)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def stream(
+    images: ImageSet,
+    batches: list[np.ndarray],
+    channels: int,
+    size: int,
+    *,
+    workers: int | None = None,
+    resize: bool = True,
+    strict: bool = False,
+    pin_memory: bool = False,
+) -> Iterator[Batch]:
+    """Yield each batch in order; a fatal input error is raised here, in the main process."""
+    workers = default_workers(images) if workers is None else workers
+    loader = DataLoader(
+        _Batches(images, channels, size, resize, strict),
+        batch_size=None,
+        sampler=batches,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
+    for batch in loader:
+        if batch.error:
+            raise InputError(batch.error)
+        yield batch
+

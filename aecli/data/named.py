@@ -1,0 +1,90 @@
+"""Named datasets: `sample` (shipped in the package) and `fashion-mnist` (a local copy, never downloaded).
+
+A name takes optional parts after colons: a split (`train`, the default, or `test`) and a class
+filter, e.g. `fashion-mnist:test`, `sample:class=0` or `sample:test:class=1,7`.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from aecli.data.arrays import ArrayImages, read_idx_array
+from aecli.errors import InputError
+
+NAMES = ("sample", "fashion-mnist")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+SAMPLE_FILE = "fashion-mnist-sample.npz"
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def is_named(spec: str) -> bool:
+    return spec.split(":", 1)[0] in NAMES
+
+
+def open_named(spec: str) -> ArrayImages:
+    name, *parts = spec.split(":")
+    split, classes = "train", None
+    for part in parts:
+        if part in ("train", "test"):
+            split = part
+        elif part.startswith("class="):
+            try:
+                classes = [int(c) for c in part[len("class=") :].split(",")]
+            except ValueError:
+                raise InputError(f"{spec}: class= takes class numbers 0-9, e.g. class=0 or class=1,7") from None
+        else:
+            raise InputError(f"{spec}: unknown part '{part}' (use :train, :test or :class=K)")
+    images, labels = _load_sample(split) if name == "sample" else _load_fashion_mnist(split)
+    if classes is not None:
+        keep = np.isin(labels, classes)
+        if not keep.any():
+            raise InputError(f"{spec}: no images of class {','.join(map(str, classes))} (classes are 0-9)")
+        images, labels = images[keep], labels[keep]
+    return ArrayImages(spec, images, True, labels)
+
+
+def _load_sample(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """2,500 Fashion-MNIST images (250 per class) shipped with aecli; MIT licence, see LICENSES."""
+    with resources.files("aecli.sample_data").joinpath(SAMPLE_FILE).open("rb") as f:
+        with np.load(f, allow_pickle=False) as archive:
+            return archive[f"{split}_images"], archive[f"{split}_labels"]
+
+
+def fashion_mnist_dirs() -> list[Path]:
+    """Where local copies are looked for, in order."""
+    dirs = []
+    if os.environ.get("AE_DATA_DIR"):
+        root = Path(os.environ["AE_DATA_DIR"]).expanduser()
+        dirs += [root / "fashion-mnist", root / "FashionMNIST" / "raw", root]
+    dirs.append(Path("/usr/share/datasets/fashion-mnist"))
+    cache = Path.home() / ".cache"
+    dirs += [cache / "FashionMNIST" / "raw", cache / "torchvision" / "FashionMNIST" / "raw"]
+    return dirs
+
+
+def _either(path: Path) -> Path | None:
+    """The IDX file as it was unpacked, or still gzipped, as torchvision and Debian keep it."""
+    return next((p for p in (path, path.with_name(path.name + ".gz")) if p.is_file()), None)
+
+
+def _load_fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
+    images_name, labels_name = _FILES[split]
+    for directory in fashion_mnist_dirs():
+        images, labels = _either(directory / images_name), _either(directory / labels_name)
+        if images and labels:
+            return read_idx_array(images), read_idx_array(labels)
+    looked = ", ".join(str(d) for d in fashion_mnist_dirs())
+    raise InputError(
+        f"fashion-mnist ({split}) not found; looked in {looked}. It is never downloaded at run time: "
+        "install it (apt-get install dataset-fashion-mnist) or put its IDX files in $AE_DATA_DIR/fashion-mnist"
+    )

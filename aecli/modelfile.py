@@ -1,0 +1,216 @@
+"""Model files: one .safetensors file with the weights and, as string metadata, all that describes them.
+
+Metadata keys (all JSON strings but the first three; see docs/model-format.md):
+  format="aecli", format_version, aecli_version, variant,
+  model_config, train_config, training (summary), calibration, latent_stats,
+  optimizer (only while a run can be resumed: Adam's settings and where training stopped).
+Tensors are the model's state_dict; Adam's moment tensors ride along under `optimizer.`.
+Loading never unpickles anything: safetensors holds only raw tensors and strings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aecli import __version__
+from aecli.config import (
+    ModelConfig,
+    TrainConfig,
+    model_config_from_json,
+    to_json,
+    train_config_from_json,
+)
+from aecli.errors import ModelFileError
+from aecli.files import write_bytes_atomic
+
+FORMAT = "aecli"
+FORMAT_VERSION = 1
+_OPTIM = "optimizer."
+
+if TYPE_CHECKING:  # torch is imported where tensors are touched: `ae info` stays light
+    import torch
+    from torch import nn
+
+
+@dataclass
+class ModelFile:
+    """A loaded model file: the model (eval mode, on CPU) and everything its metadata says."""
+
+    path: Path
+    model: nn.Module
+    config: ModelConfig
+    train_config: TrainConfig | None
+    training: dict[str, Any]
+    calibration: dict[str, Any] | None
+    latent_stats: dict[str, Any] | None
+    optimizer: dict[str, Any] | None  # Adam's state_dict and the position, for --resume
+
+
+def save(
+    path: Path,
+    model: nn.Module,
+    train_config: TrainConfig,
+    training: dict[str, Any],
+    calibration: dict[str, Any] | None = None,
+    latent_stats: dict[str, Any] | None = None,
+    optimizer: dict[str, Any] | None = None,
+) -> None:
+    """Write the model file atomically: a reader never sees a half-written file."""
+    from safetensors.torch import save as to_bytes
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "aecli_version": __version__,
+        "variant": model.config.variant,
+        "model_config": to_json(model.config),
+        "train_config": to_json(train_config),
+        "training": json.dumps(training, separators=(",", ":")),
+    }
+    if calibration is not None:
+        metadata["calibration"] = json.dumps(calibration, separators=(",", ":"))
+    if latent_stats is not None:
+        metadata["latent_stats"] = json.dumps(latent_stats, separators=(",", ":"))
+    if optimizer is not None:
+        state, extra = _flatten_optimizer(optimizer["state_dict"])
+        tensors.update(state)
+        metadata["optimizer"] = json.dumps({**extra, "position": optimizer["position"]}, separators=(",", ":"))
+    write_bytes_atomic(path, to_bytes(tensors, metadata=metadata))
+
+
+def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import torch
+
+    tensors = {}
+    for index, values in state_dict["state"].items():
+        for key, value in values.items():
+            tensors[f"{_OPTIM}{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return tensors, {"param_groups": state_dict["param_groups"]}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], extra: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        index, key = name[len(_OPTIM) :].split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": extra["param_groups"]}
+
+
+def read_metadata(path: Path) -> tuple[dict[str, str], dict[str, tuple[list[int], str]]]:
+    """The metadata and the tensors' shapes and dtypes, read from the header alone."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file" if not path.exists() else f"{path}: not a file")
+    try:
+        with safe_open(path, framework="numpy") as f:
+            metadata = f.metadata() or {}
+            shapes = {k: (list(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{path}: not a safetensors model file ({_why_not(path, e)})") from None
+    _check_metadata(path, metadata)
+    return metadata, shapes
+
+
+def _why_not(path: Path, error: Exception) -> str:
+    try:
+        head = path.read_bytes()[:4]
+    except OSError as e:
+        return e.strerror or str(e)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return "it looks like a PyTorch pickle checkpoint, which aecli never loads; train with `ae train`"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _check_metadata(path: Path, metadata: dict[str, str]) -> None:
+    if metadata.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: a safetensors file without aecli metadata (made by another tool?)")
+    version = metadata.get("format_version", "")
+    if not version.isdigit():
+        raise ModelFileError(f"{path}: unreadable format_version {version!r}")
+    if int(version) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format version {version} is newer than this aecli reads ({FORMAT_VERSION}); upgrade aecli"
+        )
+    missing = [k for k in ("model_config", "training") if k not in metadata]
+    if missing:
+        raise ModelFileError(f"{path}: aecli metadata lacks {', '.join(missing)}")
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """Everything a model file says about itself, from its header alone (what `ae info` shows)."""
+    metadata, shapes = read_metadata(path)
+    info: dict[str, Any] = {
+        "path": str(path),
+        "file_bytes": Path(path).stat().st_size,
+        "format_version": int(metadata["format_version"]),
+        "aecli_version": metadata.get("aecli_version"),
+        "parameters": sum(_count(shape) for name, (shape, _) in shapes.items() if not name.startswith(_OPTIM)),
+        "resumable": "optimizer" in metadata,
+    }
+    for key in ("model_config", "train_config", "training", "calibration", "latent_stats"):
+        try:
+            info[key] = json.loads(metadata[key]) if key in metadata else None
+        except ValueError:
+            raise ModelFileError(f"{path}: damaged aecli metadata ({key} is not JSON)") from None
+    return info
+
+
+def _count(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def load(path: Path, with_optimizer: bool = False) -> ModelFile:
+    """Rebuild the model from the config in its own file, then load and check the weights."""
+    from safetensors.torch import load_file
+
+    from aecli.models import create_model
+
+    path = Path(path)
+    metadata, _ = read_metadata(path)
+    try:
+        config = model_config_from_json(metadata["model_config"])
+        train_config = train_config_from_json(metadata["train_config"]) if "train_config" in metadata else None
+        model = create_model(config)
+        extras = {k: json.loads(metadata[k]) if k in metadata else None for k in ("training", "calibration", "latent_stats", "optimizer")}
+    except (ValueError, TypeError, KeyError) as e:
+        raise ModelFileError(f"{path}: damaged aecli metadata ({e})") from None
+    except Exception as e:  # a config the model classes reject (e.g. negative sizes)
+        raise ModelFileError(f"{path}: its config does not build a model ({str(e).splitlines()[0]})") from None
+    try:
+        tensors = load_file(path)
+    except Exception as e:
+        raise ModelFileError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
+    weights = {k: v for k, v in tensors.items() if not k.startswith(_OPTIM)}
+    _load_weights(path, model, weights)
+    optimizer = None
+    if with_optimizer and extras["optimizer"] is not None:
+        optim_tensors = {k: v for k, v in tensors.items() if k.startswith(_OPTIM)}
+        optimizer = {
+            "state_dict": _unflatten_optimizer(optim_tensors, extras["optimizer"]),
+            "position": extras["optimizer"]["position"],
+        }
+    model.eval()
+    return ModelFile(path, model, config, train_config, extras["training"], extras["calibration"], extras["latent_stats"], optimizer)
+
+
+def _load_weights(path: Path, model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        problems = []
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if names:
+                problems.append(f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}")
+        raise ModelFileError(f"{path}: weights do not match the model config ({'; '.join(problems)})")
+    model.load_state_dict(weights)

@@ -1,0 +1,239 @@
+"""fit(): the training loop, top to bottom. It never prints; progress goes out through callbacks.
+
+Every epoch ends with a validation pass (loss, calibration, latent statistics) and an atomic
+save of the model file with Adam's state, so an interrupted run leaves the last complete epoch.
+Each epoch's shuffle and each step's noise are seeded from (seed, epoch, step), so a run that
+is stopped and resumed reaches the same weights as one that never stopped (on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aecli import calibration as calib
+from aecli import modelfile, runtime
+from aecli.config import ModelConfig, Settings, TrainConfig
+from aecli.data import ImageSet, batch_indices, stream
+from aecli.errors import Interrupted, UsageError
+from aecli.models import create_model
+
+
+class Callbacks:
+    """What fit() reports; the CLI draws a progress bar from it. Every method may be left as is."""
+
+    def start(self, epochs: int, steps: int, first_epoch: int, first_step: int) -> None: ...
+    def step(self, epoch: int, step: int, loss: float, images: int) -> None: ...
+    def epoch_end(self, epoch: int, train_loss: float, val_loss: float | None) -> None: ...
+    def skipped(self, message: str) -> None: ...
+
+
+@dataclass
+class Split:
+    """Which images train and which validate: a fixed function of the seed and the set's size."""
+
+    train: np.ndarray
+    val: np.ndarray
+
+    @classmethod
+    def make(cls, n: int, val_split: float, seed: int) -> Split:
+        n_val = int(n * val_split)
+        if val_split > 0 and n_val == 0 and n >= 2:
+            n_val = 1  # a tiny set still gets a held-out image for calibration
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+        return cls(train=np.sort(order[n_val:]), val=np.sort(order[:n_val]))
+
+
+@dataclass
+class History:
+    """The training summary stored in the model file; grows across --resume."""
+
+    data: dict[str, Any]
+    device: str
+    epochs: int = 0
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    duration_s: float = 0.0
+    images_seen: int = 0
+    skipped_images: int = 0
+    interrupted_at: dict[str, int] | None = None
+
+    def as_dict(self, planned: int) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "epochs_planned": planned, "complete": self.epochs >= planned}
+
+
+def model_config_for(images: ImageSet, config: ModelConfig, strict: bool = False) -> ModelConfig:
+    """Fill channels and size from the first image when the user did not set them."""
+    if config.channels and config.image_size:
+        return config.resolved(config.channels, config.image_size)
+    c, h, w = images.first_shape(strict)
+    return config.resolved(1 if c <= 2 else 3, min(h, w))
+
+
+def resume_settings(previous: modelfile.ModelFile, overrides: dict[str, Any]) -> Settings:
+    """The settings stored in a model file, with `epochs` (and only that) raised by flags."""
+    train = previous.train_config or TrainConfig()
+    for key, value in overrides.items():
+        if value is None or key in ("epochs", "device", "workers"):
+            continue
+        stored = getattr(previous.config, key, getattr(train, key, None))
+        if value != stored:
+            raise UsageError(f"--resume continues {previous.path} as it was trained; {key} cannot change ({stored} there)")
+    train = dataclasses.replace(
+        train, **{k: overrides[k] for k in ("epochs", "device", "workers") if overrides.get(k) is not None}
+    )
+    return Settings(previous.config, train)
+
+
+def fit(
+    images: ImageSet,
+    settings: Settings,
+    out: Path,
+    *,
+    resume: modelfile.ModelFile | None = None,
+    callbacks: Callbacks | None = None,
+    stop: threading.Event | None = None,
+    preview: Path | None = None,
+) -> modelfile.ModelFile:
+    """Train on `images`, saving `out` after every epoch; returns the final model file."""
+    cb = callbacks or Callbacks()
+    tc = settings.train
+    device = runtime.choose_device(tc.device)
+    runtime.seed_all(tc.seed)
+    config = resume.config if resume else model_config_for(images, settings.model, tc.strict)
+    split = Split.make(len(images), tc.val_split, tc.seed)
+    if len(split.train) == 0:
+        raise UsageError(f"{images.description}: {len(images)} image(s) leave none to train on after the validation split")
+
+    model = create_model(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    history = History(
+        data={
+            "inputs": images.description,
+            "images": len(images),
+            "train": len(split.train),
+            "validation": len(split.val),
+            "non_images_skipped": images.non_images,
+        },
+        device=str(device),
+    )
+    epoch, first_step = 0, 0
+    calibration = latents = None
+    if resume:
+        model.load_state_dict(resume.model.state_dict())
+        if resume.optimizer is None:
+            raise UsageError(f"{resume.path} holds no optimizer state, so it cannot be resumed")
+        optimizer.load_state_dict(resume.optimizer["state_dict"])
+        epoch, first_step = resume.optimizer["position"]["epoch"], resume.optimizer["position"]["step"]
+        known = {f.name for f in dataclasses.fields(History)}
+        history = History(**{k: v for k, v in resume.training.items() if k in known})
+        history.interrupted_at = None
+        calibration, latents = resume.calibration, resume.latent_stats
+        if epoch >= tc.epochs:
+            raise UsageError(f"{resume.path} is already trained for {epoch} epochs; pass a larger --epochs to go on")
+
+    def save(position: dict[str, int]) -> None:
+        modelfile.save(
+            out, model, tc, history.as_dict(tc.epochs), calibration, latents,
+            {"state_dict": optimizer.state_dict(), "position": position},
+        )  # fmt: skip
+
+    steps_per_epoch = -(-len(split.train) // tc.batch_size)
+    cb.start(tc.epochs, steps_per_epoch, epoch, first_step)
+    started = time.perf_counter()
+    try:
+        for epoch in range(epoch, tc.epochs):
+            model.train()
+            shuffle = torch.Generator().manual_seed(runtime.step_seed(tc.seed, epoch, 0))
+            order = split.train[torch.randperm(len(split.train), generator=shuffle).numpy()]
+            batches = batch_indices(order, tc.batch_size)[first_step:]
+            total, count = torch.zeros((), device=device), 0
+            loader = stream(
+                images, batches, config.channels, config.image_size,
+                workers=tc.workers, resize=tc.resize, strict=tc.strict, pin_memory=device.type == "cuda",
+            )  # fmt: skip
+            for step, batch in enumerate(loader, start=first_step):
+                for message in batch.skipped:
+                    history.skipped_images += 1
+                    cb.skipped(message)
+                if len(batch.pixels):
+                    x = runtime.to_device(batch.pixels, device)
+                    torch.manual_seed(runtime.step_seed(tc.seed, epoch, step + 1))
+                    with runtime.autocast(device):
+                        loss = model.training_loss(x)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.detach() * len(x)
+                    count += len(x)
+                    history.images_seen += len(x)
+                    cb.step(epoch, step, float(loss.detach()), len(x))
+                if stop is not None and stop.is_set():
+                    history.duration_s += time.perf_counter() - started
+                    history.interrupted_at = {"epoch": epoch, "step": step + 1}
+                    save({"epoch": epoch, "step": step + 1})
+                    raise Interrupted(
+                        f"interrupted in epoch {epoch + 1}, step {step + 1}/{steps_per_epoch}; "
+                        f"{out} holds the weights so far: continue with --resume"
+                    )
+            first_step = 0
+            val_loss, calibration, latents = validate(model, images, split.val, config, tc, device)
+            history.epochs = epoch + 1
+            history.train_loss.append(_round(float(total) / max(count, 1)))
+            if val_loss is not None:
+                history.val_loss.append(_round(val_loss))
+            history.duration_s = _round(history.duration_s + time.perf_counter() - started)
+            started = time.perf_counter()
+            save({"epoch": epoch + 1, "step": 0})
+            cb.epoch_end(epoch, history.train_loss[-1], val_loss)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; {out} holds the last saved epoch (continue with --resume)") from None
+    if preview is not None:
+        from aecli.pictures import write_preview
+
+        write_preview(preview, model, images, split.val if len(split.val) else split.train, config, device)
+    return modelfile.load(out)
+
+
+@torch.no_grad()
+def validate(model, images: ImageSet, rows: np.ndarray, config: ModelConfig, tc: TrainConfig, device: torch.device):
+    """Validation loss, calibration errors and latent statistics in one pass over held-out images.
+
+    With no validation split, calibration falls back to the training images (marked as such).
+    """
+    split = "validation"
+    if len(rows) == 0:
+        split, rows = "train", np.arange(len(images))
+    model.eval()
+    losses, errors, zs = [], {"mse": [], "mae": []}, []
+    torch.manual_seed(runtime.step_seed(tc.seed, -1, 0))  # the same noise for every epoch's val loss
+    loader = stream(images, batch_indices(rows, tc.batch_size), config.channels, config.image_size, workers=tc.workers, resize=tc.resize, strict=tc.strict)
+    for batch in loader:
+        if not len(batch.pixels):
+            continue
+        x = runtime.to_device(batch.pixels, device)
+        with runtime.autocast(device):
+            losses.append(float(model.training_loss(x)) * len(x))
+            recon, z = model.analyse(x)
+        for name, values in calib.image_errors(x, recon).items():
+            errors[name].append(values.cpu())
+        zs.append(z.cpu())
+    model.train()
+    if not zs:
+        return None, None, None
+    n = sum(len(z) for z in zs)
+    errors_np = {k: torch.cat(v).numpy() for k, v in errors.items()}
+    z_np = torch.cat(zs).numpy()
+    val_loss = sum(losses) / n if split == "validation" else None
+    return val_loss, calib.calibration(errors_np, split), calib.latent_stats(z_np, split)
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}")

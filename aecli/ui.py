@@ -1,0 +1,131 @@
+"""What people see on stderr (progress, messages) and the tables `ae` prints: all rich, nothing else.
+
+Colour only when stderr is a terminal and NO_COLOR is unset, as rich decides by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+err = Console(stderr=True, highlight=False)
+
+
+class Messages:
+    """Messages on stderr that `--quiet` silences; errors are printed by the CLI regardless."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            err.print(text, markup=False)
+
+    def warn(self, text: str) -> None:
+        if not self.quiet:
+            err.print(f"Warning: {text}", markup=False, style="yellow")
+
+
+class TrainProgress:
+    """A train.Callbacks that draws one bar over all steps and a line per finished epoch."""
+
+    def __init__(self, messages: Messages):
+        self.messages = messages
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[rate]} img/s"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err,
+            disable=messages.quiet or not err.is_terminal,  # a bar in a log file is noise
+            transient=True,
+        )
+        self.task = None
+        self.images, self.started, self.epochs = 0, 0.0, 0
+
+    def __enter__(self) -> TrainProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def start(self, epochs: int, steps: int, first_epoch: int, first_step: int) -> None:
+        self.epochs, self.steps = epochs, steps
+        self.task = self.progress.add_task(
+            "train", total=epochs * steps, completed=first_epoch * steps + first_step,
+            epoch=f"{first_epoch + 1}/{epochs}", loss="-", rate="-",
+        )  # fmt: skip
+        self.started = time.perf_counter()
+
+    def step(self, epoch: int, step: int, loss: float, images: int) -> None:
+        self.images += images
+        rate = self.images / max(time.perf_counter() - self.started, 1e-9)
+        self.progress.update(
+            self.task, completed=epoch * self.steps + step + 1,
+            epoch=f"{epoch + 1}/{self.epochs}", loss=f"{loss:.4g}", rate=f"{rate:,.0f}",
+        )  # fmt: skip
+
+    def epoch_end(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
+        val = f"  val {val_loss:.5g}" if val_loss is not None else ""
+        self.progress.console.print(f"epoch {epoch + 1}/{self.epochs}  train {train_loss:.5g}{val}", markup=False)
+
+    def skipped(self, message: str) -> None:
+        self.messages.warn(f"skipped {message}")
+
+
+def model_table(info: dict[str, Any]) -> Table:
+    """`ae info` as a two-column table of what a model file holds."""
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    mc, training = info["model_config"], info.get("training") or {}
+    table.add_row("file", f"{info['path']} ({info['file_bytes'] / 1e6:.2f} MB)")
+    table.add_row("variant", f"{mc['variant']} (arch {mc['arch']})")
+    table.add_row("format", f"aecli format {info['format_version']}, written by aecli {info['aecli_version']}")
+    table.add_row("parameters", f"{info['parameters']:,}")
+    table.add_row("input", f"{mc['channels']} channel(s), {mc['image_size']}x{mc['image_size']}")
+    table.add_row("config", ", ".join(f"{k}={v}" for k, v in mc.items() if k not in ("variant", "arch")))
+    if info.get("train_config"):
+        table.add_row("training config", ", ".join(f"{k}={v}" for k, v in info["train_config"].items()))
+    if training:
+        data = training.get("data", {})
+        table.add_row("data", f"{data.get('inputs')}: {data.get('train')} train, {data.get('validation')} validation")
+        state = "complete" if training.get("complete") else "incomplete (resume with --resume)"
+        table.add_row("epochs", f"{training.get('epochs')}/{training.get('epochs_planned')} {state}")
+        losses = training.get("train_loss") or []
+        vals = training.get("val_loss") or []
+        if losses:
+            table.add_row("loss", f"train {losses[-1]:.5g}" + (f", val {vals[-1]:.5g}" if vals else ""))
+        table.add_row("duration", f"{training.get('duration_s', 0):.1f} s on {training.get('device')}")
+    calibration = info.get("calibration")
+    if calibration:
+        for name, stats in calibration["metrics"].items():
+            table.add_row(
+                f"calibration {name}",
+                f"{calibration['split']} n={stats['n']} median={stats['median']:.4g} p99={stats['p99']:.4g}",
+            )
+    else:
+        table.add_row("calibration", "none")
+    latents = info.get("latent_stats")
+    table.add_row("latent stats", f"{latents['split']} n={latents['n']}" if latents else "none")
+    table.add_row("resumable", "yes (optimizer state inside)" if info["resumable"] else "no")
+    return table
+
+
+def print_table(table: Table) -> None:
+    Console(highlight=False).print(table)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")

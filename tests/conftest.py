@@ -1,0 +1,74 @@
+"""Tiny data made on the fly, and a runner that calls the real CLI in-process."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from aecli.cli import app
+
+
+def blobs(n: int, size: int = 16, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """n uint8 images (N, H, W[, C]) of soft bright discs on black: learnable in one epoch."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = np.zeros((n, size, size, channels), np.uint8)
+    for i in range(n):
+        cy, cx, r = rng.uniform(size * 0.3, size * 0.7, 2).tolist() + [rng.uniform(size * 0.15, size * 0.3)]
+        disc = np.clip(1.5 - np.hypot(yy - cy, xx - cx) / r, 0, 1)
+        colour = rng.uniform(0.5, 1, channels)
+        out[i] = (disc[..., None] * colour * 255).astype(np.uint8)
+    return out[..., 0] if channels == 1 else out
+
+
+def write_pngs(folder: Path, images: np.ndarray, prefix: str = "img") -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        path = folder / f"{prefix}{i:03d}.png"
+        Image.fromarray(image).save(path)
+        paths.append(path)
+    return paths
+
+
+def write_idx(path: Path, images: np.ndarray) -> Path:
+    header = struct.pack(">BBBB", 0, 0, 0x08, images.ndim) + struct.pack(f">{images.ndim}I", *images.shape)
+    data = header + images.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+@pytest.fixture
+def run(monkeypatch, tmp_path):
+    """Invoke `ae ARGS...` in tmp_path; returns the click Result (exit_code, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def png_dir(tmp_path) -> Path:
+    write_pngs(tmp_path / "pngs", blobs(24))
+    return tmp_path / "pngs"
+
+
+@pytest.fixture
+def npy_file(tmp_path) -> Path:
+    np.save(tmp_path / "blobs.npy", blobs(24))
+    return tmp_path / "blobs.npy"
+
+
+@pytest.fixture
+def idx_file(tmp_path) -> Path:
+    return write_idx(tmp_path / "blobs-idx3-ubyte.gz", blobs(24))

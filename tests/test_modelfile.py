@@ -1,0 +1,66 @@
+"""Model files that are foreign, damaged or newer fail with one line; nothing is unpickled."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from aecli import modelfile
+from aecli.config import ModelConfig, TrainConfig
+from aecli.models import create_model
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    path = tmp_path / "m.safetensors"
+    modelfile.save(path, create_model(ModelConfig().resolved(1, 8)), TrainConfig(), {"epochs": 0})
+    return path
+
+
+def _rewrite_metadata(path, **changes):
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        metadata = {**f.metadata(), **changes}
+    save_file(load_file(path), path, metadata=metadata)
+
+
+def _fails(run, path, message):
+    result = run("info", path)
+    assert result.exit_code == 1, result.stdout
+    assert result.stderr.startswith("Error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_missing_file(run, tmp_path):
+    _fails(run, tmp_path / "nope.safetensors", "no such model file")
+
+
+def test_random_bytes(run, tmp_path):
+    (tmp_path / "r.safetensors").write_bytes(bytes(range(256)) * 4)
+    _fails(run, tmp_path / "r.safetensors", "not a safetensors model file")
+
+
+def test_pickle_checkpoint_is_refused_unopened(run, tmp_path):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "model.pt")
+    _fails(run, tmp_path / "model.pt", "PyTorch pickle checkpoint")
+
+
+def test_safetensors_from_another_tool(run, tmp_path):
+    save_file({"w": torch.zeros(2)}, tmp_path / "other.safetensors")
+    _fails(run, tmp_path / "other.safetensors", "without aecli metadata")
+
+
+def test_newer_format_version(run, model_path):
+    _rewrite_metadata(model_path, format_version="99")
+    _fails(run, model_path, "format version 99 is newer")
+
+
+def test_weights_that_do_not_match_the_config(model_path):
+    config = json.loads(json.dumps({**ModelConfig().resolved(1, 8).__dict__, "latent_dim": 7}))
+    _rewrite_metadata(model_path, model_config=json.dumps(config))
+    with pytest.raises(modelfile.ModelFileError, match="weights do not match the model config"):
+        modelfile.load(model_path)

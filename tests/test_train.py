@@ -1,0 +1,223 @@
+"""`ae train` through the real CLI: every variant on every kind of input, config, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from aecli import modelfile
+from aecli.config import load_settings
+from aecli.data import open_inputs
+from aecli.errors import Interrupted
+from aecli.models import list_variants
+from aecli.train import Callbacks, fit
+from tests.conftest import blobs, write_pngs
+
+FAST = ["--epochs", "1", "--batch-size", "8", "-q"]
+
+
+@pytest.mark.parametrize("variant", list_variants())
+@pytest.mark.parametrize("kind", ["pngs", "npy", "idx", "sample"])
+def test_every_variant_trains_on_every_kind_of_input(run, variant, kind, png_dir, npy_file, idx_file):
+    source = {"pngs": png_dir, "npy": npy_file, "idx": idx_file, "sample": "sample:class=1"}[kind]
+    size = ["--image-size", "12"] if kind == "sample" else []
+    result = run("train", source, "--variant", variant, "-o", "m.safetensors", *FAST, *size)
+    assert result.exit_code == 0, result.stderr
+    loaded = modelfile.load("m.safetensors")
+    assert loaded.config.variant == variant
+    assert loaded.config.image_size == (12 if kind == "sample" else 16)
+    assert loaded.training["complete"] and len(loaded.training["train_loss"]) == 1
+    assert loaded.calibration["split"] == "validation"
+    assert len(loaded.calibration["metrics"]["mse"]["quantiles"]) == 1001
+    assert len(loaded.latent_stats["mean"]) == 32
+
+
+def test_training_reduces_the_loss_and_writes_a_preview(run, npy_file):
+    result = run("train", npy_file, "--epochs", "4", "--batch-size", "4", "--preview", "p.png", "-o", "ae.safetensors")
+    assert result.exit_code == 0, result.stderr
+    losses = modelfile.load("ae.safetensors").training["train_loss"]
+    assert losses[-1] < losses[0]
+    from PIL import Image
+
+    assert Image.open("p.png").size[0] > 16
+    assert "model: ae.safetensors" in result.stderr
+    assert result.stdout == ""  # talk goes to stderr only
+
+
+def test_default_output_name_follows_the_variant(run, npy_file, tmp_path):
+    assert run("train", npy_file, "--variant", "vae", *FAST).exit_code == 0
+    assert (tmp_path / "vae.safetensors").is_file()
+
+
+def test_colour_images_give_a_three_channel_model_unless_asked(run, tmp_path):
+    write_pngs(tmp_path / "rgb", blobs(10, size=12, channels=3))
+    assert run("train", tmp_path / "rgb", "-o", "c.safetensors", *FAST).exit_code == 0
+    assert modelfile.load("c.safetensors").config.channels == 3
+    assert run("train", tmp_path / "rgb", "--channels", "1", "-o", "g.safetensors", *FAST).exit_code == 0
+    assert modelfile.load("g.safetensors").config.channels == 1
+
+
+def test_mixed_sizes_are_resized_or_rejected_with_no_resize(run, tmp_path):
+    write_pngs(tmp_path / "mixed", blobs(6, size=16))
+    write_pngs(tmp_path / "mixed", blobs(6, size=20), prefix="big")
+    assert run("train", tmp_path / "mixed", "-o", "m.safetensors", *FAST).exit_code == 0
+    result = run("train", tmp_path / "mixed", "--image-size", "16", "--no-resize", "-o", "m.safetensors", *FAST)
+    assert result.exit_code == 1
+    assert "20x20" in result.stderr and "--no-resize" in result.stderr
+
+
+def test_yaml_config_with_flags_overriding_it(run, npy_file, tmp_path):
+    (tmp_path / "c.yaml").write_text("variant: vae\nlatent-dim: 4\nbeta: 0.5\nepochs: 1\n")
+    result = run("train", "--config", tmp_path / "c.yaml", "--latent-dim", "6", "--print-config")
+    assert result.exit_code == 0
+    printed = result.stdout
+    assert "variant: vae" in printed and "latent_dim: 6" in printed and "beta: 0.5" in printed
+    assert run("train", npy_file, "--config", tmp_path / "c.yaml", "-q", "-o", "v.safetensors").exit_code == 0
+    assert modelfile.load("v.safetensors").config.latent_dim == 4
+
+
+def test_unknown_yaml_key_is_named(run, tmp_path):
+    (tmp_path / "c.yaml").write_text("variant: ae\nlatnet_dim: 4\n")
+    result = run("train", "sample", "--config", tmp_path / "c.yaml")
+    assert result.exit_code == 2
+    assert "unknown key 'latnet_dim'" in result.stderr
+
+
+def test_inputs_from_files_from_stdin_and_globs_keep_their_order(run, png_dir):
+    listing = "\n".join(str(p) for p in sorted(png_dir.glob("*.png"))[:10])
+    assert run("train", "--files-from", "-", "-o", "a.safetensors", *FAST, input=listing).exit_code == 0
+    assert modelfile.load("a.safetensors").training["data"]["images"] == 10
+    assert run("train", str(png_dir / "img00*.png"), "-o", "b.safetensors", *FAST).exit_code == 0
+    assert modelfile.load("b.safetensors").training["data"]["images"] == 10
+
+
+def _weights(path):
+    return modelfile.load(path).model.state_dict()
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(run, npy_file):
+    args = ["train", npy_file, "--batch-size", "8", "-q", "--variant", "denoising"]
+    assert run(*args, "--epochs", "2", "-o", "whole.safetensors").exit_code == 0
+    assert run(*args, "--epochs", "1", "-o", "half.safetensors").exit_code == 0
+    assert modelfile.load("half.safetensors").training["epochs"] == 1
+    assert run(*args, "--epochs", "2", "--resume", "-o", "half.safetensors").exit_code == 0
+    whole, resumed = _weights("whole.safetensors"), _weights("half.safetensors")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    again = run(*args, "--epochs", "2", "--resume", "-o", "half.safetensors")
+    assert again.exit_code == 2 and "already trained for 2 epochs" in again.stderr
+
+
+def test_resume_refuses_to_change_the_model(run, npy_file):
+    assert run("train", npy_file, *FAST, "-o", "m.safetensors").exit_code == 0
+    result = run("train", npy_file, "--resume", "--latent-dim", "3", "--epochs", "2", "-o", "m.safetensors")
+    assert result.exit_code == 2 and "latent_dim cannot change" in result.stderr
+
+
+class _StopAt(Callbacks):
+    def __init__(self, stop: threading.Event, at: int):
+        self.stop, self.at = stop, at
+
+    def step(self, epoch, step, loss, images):
+        if epoch == 1 and step == self.at:
+            self.stop.set()
+
+
+def test_a_stop_mid_epoch_saves_and_resume_matches_the_whole_run(tmp_path):
+    np.save(tmp_path / "x.npy", blobs(40))
+    images = open_inputs([str(tmp_path / "x.npy")])
+    settings = load_settings(None, {"epochs": 2, "batch_size": 4, "variant": "vae"})
+    whole = fit(images, settings, tmp_path / "whole.safetensors")
+    stop = threading.Event()
+    with pytest.raises(Interrupted, match="epoch 2, step 3"):
+        fit(images, settings, tmp_path / "cut.safetensors", callbacks=_StopAt(stop, 2), stop=stop)
+    cut = modelfile.load(tmp_path / "cut.safetensors", with_optimizer=True)
+    assert cut.optimizer["position"] == {"epoch": 1, "step": 3}
+    assert not cut.training["complete"]
+    resumed = fit(images, settings, tmp_path / "cut.safetensors", resume=cut)
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_keeps_the_work_and_exits_130(tmp_path):
+    np.save(tmp_path / "x.npy", blobs(64))
+    cmd = [sys.executable, "-m", "aecli", "train", "x.npy", "--epochs", "500", "--batch-size", "4", "-o", "m.safetensors"]
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stderr:  # blocks until the first epoch is saved: no sleeping
+        if line.startswith("epoch 1/500"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130
+    assert "Error: interrupted" in rest and "--resume" in rest and "Traceback" not in rest
+    saved = modelfile.load(tmp_path / "m.safetensors", with_optimizer=True)
+    assert saved.training["epochs"] >= 1 and not saved.training["complete"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["missing-dir"], 1, "missing-dir: no such file, directory or dataset"),
+        (["sample", "--variant", "gan"], 2, "unknown variant 'gan' (known: ae, denoising, vae)"),
+        (["sample", "--loss", "l1"], 2, "unknown loss 'l1'"),
+        (["sample", "--device", "tpu"], 2, "unknown device 'tpu'"),
+        (["sample", "--val-split", "1.5"], 2, "val_split must be"),
+        (["sample", "-o", "no/such/dir/m.safetensors"], 1, "directory no/such/dir does not exist"),
+        (["no*match*.png"], 1, "no files match"),
+        (["sample:class=42"], 1, "no images of class 42"),
+    ],
+)
+def test_errors_are_one_line_with_the_right_exit_code(run, args, code, message):
+    result = run("train", *args)
+    assert result.exit_code == code
+    assert result.stderr.startswith("Error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_empty_and_imageless_directories_are_errors(run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("hello")
+    assert "no images found" in run("train", tmp_path / "empty").stderr
+    result = run("train", tmp_path / "notes")
+    assert result.exit_code == 1 and "1 non-image files skipped" in result.stderr
+
+
+def test_unreadable_images_are_skipped_and_counted_or_fatal_with_strict(run, png_dir):
+    (png_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (png_dir / ".hidden.png").write_bytes(b"ignored: hidden files are skipped")
+    result = run("train", png_dir, "--epochs", "1", "--batch-size", "8", "-o", "m.safetensors")
+    assert result.exit_code == 0
+    assert "skipped" in result.stderr and "broken.png" in result.stderr
+    assert modelfile.load("m.safetensors").training["skipped_images"] >= 1
+    strict = run("train", png_dir, *FAST, "--strict", "-o", "m.safetensors")
+    assert strict.exit_code == 1 and "broken.png" in strict.stderr
+
+
+def test_output_that_is_not_a_model_file_is_never_overwritten(run, npy_file, tmp_path):
+    precious = tmp_path / "photo.png"
+    precious.write_bytes(b"not a model")
+    result = run("train", npy_file, *FAST, "-o", precious)
+    assert result.exit_code == 1 and "refusing to overwrite" in result.stderr
+    assert precious.read_bytes() == b"not a model"
+
+
+def test_info_shows_the_file_as_a_table_and_as_json(run, npy_file):
+    assert run("train", npy_file, "--variant", "denoising", *FAST, "-o", "d.safetensors").exit_code == 0
+    table = run("info", "d.safetensors")
+    assert table.exit_code == 0
+    assert "denoising" in table.stdout and "calibration mse" in table.stdout
+    data = json.loads(run("info", "d.safetensors", "--json").stdout)
+    assert data["model_config"]["variant"] == "denoising"
+    assert data["model_config"]["arch"] == "unet"
+    assert data["training"]["epochs"] == 1
+    assert data["calibration"]["metrics"]["mse"]["n"] >= 1
+    assert data["resumable"] is True
