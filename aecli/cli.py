@@ -104,9 +104,10 @@ def train(
     noise: Annotated[Optional[str], typer.Option(help="denoising: gaussian, salt-pepper, mask or mixed.", show_default="gaussian")] = None,
     beta: Annotated[Optional[float], typer.Option(help="vae: weight of the KL term.", show_default="1.0")] = None,
     loss: Annotated[Optional[str], typer.Option(help="Pixel loss: mse or bce.", show_default="mse")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training images.", show_default="10")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.", show_default="128")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.", show_default="0.001")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training images.", show_default="10; 20 for denoising")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.", show_default="128; 32 for denoising")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam's peak learning rate.", show_default="0.001; 0.002 for denoising")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help="cosine (5% warm-up, decay to 0) or constant.", show_default="cosine")] = None,
     val_split: Annotated[Optional[float], typer.Option(help="Fraction held out for validation and calibration.", show_default="0.1")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Model input size (square); others are resized.", show_default="first image's")] = None,
     channels: Annotated[Optional[int], typer.Option(help="1 (grey) or 3 (colour).", show_default="first image's")] = None,
@@ -137,7 +138,7 @@ def train(
 
     overrides = dict(
         variant=variant, arch=arch, latent_dim=latent_dim, sigma=sigma, noise=noise, beta=beta, loss=loss,
-        epochs=epochs, batch_size=batch_size, lr=lr, val_split=val_split, image_size=image_size,
+        epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, val_split=val_split, image_size=image_size,
         channels=channels, seed=seed, device=device, workers=workers,
         resize=False if no_resize else None, strict=True if strict else None,
     )  # fmt: skip

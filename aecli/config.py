@@ -16,6 +16,15 @@ from typing import Any
 from aecli.errors import UsageError
 
 VARIANTS = ("ae", "denoising", "vae")  # the registry in aecli.models checks it holds exactly these
+SCHEDULES = ("cosine", "constant")
+
+# Training defaults per variant. The seed recipe (Adam at 1e-3, batches of 128) suits the
+# bottleneck models; a denoiser learns local detail, which wants more and smaller steps.
+TRAIN_DEFAULTS = {
+    "ae": {"epochs": 10, "batch_size": 128, "lr": 1e-3},
+    "denoising": {"epochs": 20, "batch_size": 32, "lr": 2e-3},
+    "vae": {"epochs": 10, "batch_size": 128, "lr": 1e-3},
+}
 ARCHS = ("conv", "unet")
 LOSSES = ("mse", "bce")
 NOISES = ("gaussian", "salt-pepper", "mask", "mixed")
@@ -53,9 +62,10 @@ class ModelConfig:
 class TrainConfig:
     """How to train; stored in the model file so `--resume` and `ae info` know it too."""
 
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3  # Adam, as in the seed recipe
+    epochs: int | None = None  # None: the variant's default (TRAIN_DEFAULTS)
+    batch_size: int | None = None  # None: the variant's default
+    lr: float | None = None  # None: the variant's default; Adam's peak learning rate
+    lr_schedule: str = "cosine"  # cosine: warm up over 5 % of steps, then decay to 0; or constant
     val_split: float = 0.1  # held out for validation loss and score calibration
     seed: int = 0  # fixed by default: the same command gives the same model on CPU
     device: str = "auto"
@@ -97,10 +107,11 @@ def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settin
         values.update(_read_yaml(config_file))
     values.update({k: v for k, v in overrides.items() if v is not None})
     model_keys, train_keys = _field_names(ModelConfig), _field_names(TrainConfig)
-    settings = Settings(
-        ModelConfig(**{k: v for k, v in values.items() if k in model_keys}),
-        TrainConfig(**{k: v for k, v in values.items() if k in train_keys}),
-    )
+    model = ModelConfig(**{k: v for k, v in values.items() if k in model_keys})
+    _choice("variant", model.variant, VARIANTS)
+    defaults = TRAIN_DEFAULTS[model.variant]
+    train = TrainConfig(**{**defaults, **{k: v for k, v in values.items() if k in train_keys}})
+    settings = Settings(model, train)
     validate(settings)
     return settings
 
@@ -134,6 +145,7 @@ def validate(settings: Settings) -> None:
         _choice("arch", m.arch, ARCHS)
     _choice("loss", m.loss, LOSSES)
     _choice("noise", m.noise, NOISES)
+    _choice("lr_schedule", t.lr_schedule, SCHEDULES)
     _typed("latent_dim", m.latent_dim, int, low=1)
     _typed("epochs", t.epochs, int, low=1)
     _typed("batch_size", t.batch_size, int, low=1)

@@ -9,6 +9,7 @@ is stopped and resumed reaches the same weights as one that never stopped (on CP
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -164,6 +165,8 @@ def fit(
                     history.skipped_images += 1
                     cb.skipped(message)
                 if len(batch.pixels):
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate(tc, epoch * steps_per_epoch + step, tc.epochs * steps_per_epoch)
                     x = runtime.to_device(batch.pixels, device)
                     torch.manual_seed(runtime.step_seed(tc.seed, epoch, step + 1))
                     with runtime.autocast(device):
@@ -200,6 +203,19 @@ def fit(
 
         write_preview(preview, model, images, split.val if len(split.val) else split.train, config, device)
     return modelfile.load(out)
+
+
+def learning_rate(tc: TrainConfig, step: int, total: int) -> float:
+    """Peak `lr` after a linear warm-up over 5 % of the steps, then a cosine decay to zero.
+
+    A function of the step alone, so a resumed run follows the same curve.
+    """
+    if tc.lr_schedule == "constant":
+        return tc.lr
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return tc.lr * (step + 1) / warmup
+    return tc.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
 @torch.no_grad()

@@ -103,15 +103,12 @@ def _weights(path):
     return modelfile.load(path).model.state_dict()
 
 
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(run, npy_file):
-    args = ["train", npy_file, "--batch-size", "8", "-q", "--variant", "denoising"]
-    assert run(*args, "--epochs", "2", "-o", "whole.safetensors").exit_code == 0
-    assert run(*args, "--epochs", "1", "-o", "half.safetensors").exit_code == 0
-    assert modelfile.load("half.safetensors").training["epochs"] == 1
-    assert run(*args, "--epochs", "2", "--resume", "-o", "half.safetensors").exit_code == 0
-    whole, resumed = _weights("whole.safetensors"), _weights("half.safetensors")
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
-    again = run(*args, "--epochs", "2", "--resume", "-o", "half.safetensors")
+def test_resume_extends_a_finished_run_and_knows_when_it_is_done(run, npy_file):
+    args = ["train", npy_file, "--batch-size", "8", "-q", "-o", "m.safetensors"]
+    assert run(*args, "--epochs", "1").exit_code == 0
+    assert run(*args, "--epochs", "2", "--resume").exit_code == 0
+    assert len(modelfile.load("m.safetensors").training["train_loss"]) == 2
+    again = run(*args, "--epochs", "2", "--resume")
     assert again.exit_code == 2 and "already trained for 2 epochs" in again.stderr
 
 
@@ -146,20 +143,27 @@ def test_a_stop_mid_epoch_saves_and_resume_matches_the_whole_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_ctrl_c_keeps_the_work_and_exits_130(tmp_path):
+def test_ctrl_c_saves_exits_130_and_resume_matches_the_uninterrupted_run(run, tmp_path):
     np.save(tmp_path / "x.npy", blobs(64))
-    cmd = [sys.executable, "-m", "aecli", "train", "x.npy", "--epochs", "500", "--batch-size", "4", "-o", "m.safetensors"]
-    env = {**os.environ, "COLUMNS": "200"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env)
+    args = ["train", "x.npy", "--epochs", "20", "--batch-size", "4", "--variant", "denoising"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aecli", *args, "-o", "cut.safetensors"],
+        cwd=tmp_path, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
     for line in proc.stderr:  # blocks until the first epoch is saved: no sleeping
-        if line.startswith("epoch 1/500"):
+        if line.startswith("epoch 1/20"):
             proc.send_signal(signal.SIGINT)
             break
     rest = proc.stderr.read()
     assert proc.wait(timeout=60) == 130
     assert "Error: interrupted" in rest and "--resume" in rest and "Traceback" not in rest
-    saved = modelfile.load(tmp_path / "m.safetensors", with_optimizer=True)
+    saved = modelfile.load(tmp_path / "cut.safetensors", with_optimizer=True)
     assert saved.training["epochs"] >= 1 and not saved.training["complete"]
+
+    assert run(*args, "-q", "--resume", "-o", "cut.safetensors").exit_code == 0
+    assert run(*args, "-q", "-o", "whole.safetensors").exit_code == 0
+    whole, resumed = _weights("whole.safetensors"), _weights("cut.safetensors")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,9 @@ are padded by edge replication and the output is cropped back, so 28x28 works li
 
 `conv` is the seed: everything passes through the latent vector, which is what makes latents
 meaningful for sampling and decoding, and also what blurs detail. `unet` adds skip connections
-from each encoder stage to the decoder and a residual path from the input (it starts as the
-identity and learns what to change): detail bypasses the bottleneck, which is what a denoiser
+from each encoder stage to the decoder: detail bypasses the bottleneck, which is what a denoiser
 needs, but its decoder cannot run from a latent vector alone, and as a plain autoencoder it
-reconstructs anything, anomalies included.
+reconstructs almost anything, anomalies included.
 """
 
 from __future__ import annotations
@@ -74,10 +73,13 @@ class ConvBackbone(nn.Module):
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
+    """Two 3x3 convolutions with batch norm: it lets a denoiser train in minutes, not hours."""
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
 
@@ -106,14 +108,11 @@ class UNetBackbone(nn.Module):
             self.ups.append(nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1))
             self.merges.append(_block(2 * w_out, w_out))
         self.head = nn.Conv2d(widths[0], channels, 1)
-        nn.init.zeros_(self.head.weight)  # start as the identity: learn only what to change
-        nn.init.zeros_(self.head.bias)
         self.widths = widths
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x = self.padding.pad(x)
-        h = self.stem(x)
-        skips = [x, h]
+        h = self.stem(self.padding.pad(x))
+        skips = [h]
         for i, down in enumerate(self.downs):
             h = down(h)
             if i < len(self.refine):
@@ -128,10 +127,9 @@ class UNetBackbone(nn.Module):
                 "decoding latents alone needs a model trained with --arch conv"
             )
         h = self.expand(z).view(-1, self.widths[-1], self.bottom, self.bottom)
-        for up, merge, skip in zip(self.ups, self.merges, reversed(skips[1:])):
+        for up, merge, skip in zip(self.ups, self.merges, reversed(skips)):
             h = merge(torch.cat([up(h), skip], dim=1))
-        residual = torch.logit(skips[0].float().clamp(1e-3, 1 - 1e-3)) if not __import__("os").environ.get("NORES") else 0  # logits of the input itself
-        return self.padding.crop(self.head(h) + residual)
+        return self.padding.crop(self.head(h))
 
 
 def make_backbone(config: ModelConfig, latent_out: int) -> nn.Module:
