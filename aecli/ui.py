@@ -78,7 +78,7 @@ class TrainProgress:
 
     def epoch_end(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
         val = f"  val {val_loss:.5g}" if val_loss is not None else ""
-        self.progress.console.print(f"epoch {epoch + 1}/{self.epochs}  train {train_loss:.5g}{val}", markup=False)
+        self.messages.info(f"epoch {epoch + 1}/{self.epochs}  train {train_loss:.5g}{val}")
 
     def skipped(self, message: str) -> None:
         self.messages.warn(f"skipped {message}")
