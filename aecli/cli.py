@@ -84,6 +84,7 @@ Inputs = Annotated[
     Optional[list[str]],
     typer.Argument(
         help="Image files, directories, globs, .npy/.npz, IDX files, or a dataset: sample, fashion-mnist[:test].",
+        metavar="INPUTS",
         show_default=False,
     ),
 ]
@@ -202,6 +203,9 @@ class _stop_on_sigint:
         self.stop = stop
 
     def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only; Ctrl-C then aborts as usual
         self.previous = signal.getsignal(signal.SIGINT)
 
         def handler(signum, frame):
@@ -212,7 +216,8 @@ class _stop_on_sigint:
         signal.signal(signal.SIGINT, handler)
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 @command()

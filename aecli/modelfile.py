@@ -170,7 +170,7 @@ def _count(shape: list[int]) -> int:
 
 def load(path: Path, with_optimizer: bool = False) -> ModelFile:
     """Rebuild the model from the config in its own file, then load and check the weights."""
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     from aecli.models import create_model
 
@@ -185,8 +185,10 @@ def load(path: Path, with_optimizer: bool = False) -> ModelFile:
         raise ModelFileError(f"{path}: damaged aecli metadata ({e})") from None
     except Exception as e:  # a config the model classes reject (e.g. negative sizes)
         raise ModelFileError(f"{path}: its config does not build a model ({str(e).splitlines()[0]})") from None
-    try:
-        tensors = load_file(path)
+    try:  # read the optimizer's tensors only when resuming: inference needs the weights alone
+        with safe_open(path, framework="pt") as f:
+            wanted = [k for k in f.keys() if with_optimizer or not k.startswith(_OPTIM)]
+            tensors = {k: f.get_tensor(k) for k in wanted}
     except Exception as e:
         raise ModelFileError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
     weights = {k: v for k, v in tensors.items() if not k.startswith(_OPTIM)}

@@ -155,7 +155,7 @@ def test_ctrl_c_saves_exits_130_and_resume_matches_the_uninterrupted_run(run, tm
             proc.send_signal(signal.SIGINT)
             break
     rest = proc.stderr.read()
-    assert proc.wait(timeout=60) == 130
+    assert proc.wait(timeout=60) == 130, rest
     assert "Error: interrupted" in rest and "--resume" in rest and "Traceback" not in rest
     saved = modelfile.load(tmp_path / "cut.safetensors", with_optimizer=True)
     assert saved.training["epochs"] >= 1 and not saved.training["complete"]

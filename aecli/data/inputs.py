@@ -20,7 +20,7 @@ import torch
 from aecli.data.arrays import ArrayImages, is_idx, read_idx, read_npy, read_npz
 from aecli.data.images import IMAGE_SUFFIXES, UnreadableImage, read_image, to_channels, to_size
 from aecli.data.named import is_named, open_named
-from aecli.errors import InputError
+from aecli.errors import InputError, UsageError
 
 _GLOB_CHARS = set("*?[")
 
@@ -138,7 +138,7 @@ def open_inputs(specs: list[str], files_from: str | None = None) -> ImageSet:
     if files_from is not None:
         specs += _read_list(files_from)
     if not specs:
-        raise InputError("no inputs given (paths, directories, globs, .npy/.npz/IDX files or a dataset name)")
+        raise UsageError("no inputs given (paths, directories, globs, .npy/.npz/IDX files or a dataset name)")
     parts: list[FileImages | ArrayImages] = []
     non_images = 0
     for spec in specs:
