@@ -195,7 +195,7 @@ def fit(
             history.duration_s = _round(history.duration_s + time.perf_counter() - started)
             started = time.perf_counter()
             save({"epoch": epoch + 1, "step": 0})
-            cb.epoch_end(epoch, history.train_loss[-1], val_loss)
+            cb.epoch_end(epoch, history.train_loss[-1], history.val_loss[-1] if val_loss is not None else None)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; {out} holds the last saved epoch (continue with --resume)") from None
     if preview is not None:

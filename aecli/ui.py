@@ -25,11 +25,11 @@ class Messages:
 
     def info(self, text: str) -> None:
         if not self.quiet:
-            err.print(text, markup=False)
+            err.print(text, markup=False, soft_wrap=True)
 
     def warn(self, text: str) -> None:
         if not self.quiet:
-            err.print(f"Warning: {text}", markup=False, style="yellow")
+            err.print(f"Warning: {text}", markup=False, style="yellow", soft_wrap=True)
 
 
 class TrainProgress:

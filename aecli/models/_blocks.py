@@ -43,33 +43,42 @@ class _Padding:
         return x[..., self.before : self.before + self.size, self.before : self.before + self.size]
 
 
-class ConvBackbone(nn.Module):
+class _Backbone(nn.Module):
+    """What both backbones share: the padding, and the way back from the latent to a 4x4 map."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.widths = config.widths
+        self.padding = _Padding(config.image_size, len(config.widths))
+        self.bottom = self.padding.padded // 2 ** len(config.widths)
+        self.flat = config.widths[-1] * self.bottom**2
+        self.expand = nn.Sequential(nn.Linear(config.latent_dim, self.flat), nn.ReLU(inplace=True))
+
+    def unflatten(self, z: torch.Tensor) -> torch.Tensor:
+        return self.expand(z).view(-1, self.widths[-1], self.bottom, self.bottom)
+
+
+class ConvBackbone(_Backbone):
     """The seed template: strided convs, a linear bottleneck, transposed convs back."""
 
     def __init__(self, config: ModelConfig, latent_out: int):
-        super().__init__()
+        super().__init__(config)
         widths, channels = config.widths, config.channels
-        self.padding = _Padding(config.image_size, len(widths))
-        self.bottom = self.padding.padded // 2 ** len(widths)
-        flat = widths[-1] * self.bottom**2
         layers, prev = [], channels
         for w in widths:
             layers += [nn.Conv2d(prev, w, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
             prev = w
-        self.encoder = nn.Sequential(*layers, nn.Flatten(), nn.Linear(flat, latent_out))
-        self.expand = nn.Sequential(nn.Linear(config.latent_dim, flat), nn.ReLU(inplace=True))
+        self.encoder = nn.Sequential(*layers, nn.Flatten(), nn.Linear(self.flat, latent_out))
         layers = []
         for w_in, w_out in zip(widths[::-1], [*widths[-2::-1], channels]):
             layers += [nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
         self.decoder = nn.Sequential(*layers[:-1])  # the last stage gives logits: no ReLU
-        self.widths = widths
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         return self.encoder(self.padding.pad(x)), []
 
     def decode(self, z: torch.Tensor, skips: list[torch.Tensor] | None = None) -> torch.Tensor:
-        h = self.expand(z).view(-1, self.widths[-1], self.bottom, self.bottom)
-        return self.padding.crop(self.decoder(h))
+        return self.padding.crop(self.decoder(self.unflatten(z)))
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -84,15 +93,12 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class UNetBackbone(nn.Module):
+class UNetBackbone(_Backbone):
     """An encoder-decoder with skip connections at every scale and the same linear bottleneck."""
 
     def __init__(self, config: ModelConfig, latent_out: int):
-        super().__init__()
+        super().__init__(config)
         widths, channels = config.widths, config.channels
-        self.padding = _Padding(config.image_size, len(widths))
-        self.bottom = self.padding.padded // 2 ** len(widths)
-        flat = widths[-1] * self.bottom**2
         self.stem = _block(channels, widths[0])
         self.downs = nn.ModuleList()
         for w_in, w_out in zip(widths, [*widths[1:], widths[-1]]):
@@ -101,14 +107,12 @@ class UNetBackbone(nn.Module):
             )
         # the stages below the stem refine what each downsampling produced
         self.refine = nn.ModuleList(_block(w, w) for w in widths[1:])
-        self.to_latent = nn.Sequential(nn.Flatten(), nn.Linear(flat, latent_out))
-        self.expand = nn.Sequential(nn.Linear(config.latent_dim, flat), nn.ReLU(inplace=True))
+        self.to_latent = nn.Sequential(nn.Flatten(), nn.Linear(self.flat, latent_out))
         self.ups, self.merges = nn.ModuleList(), nn.ModuleList()
         for w_in, w_out in zip([widths[-1], *widths[:0:-1]], widths[::-1]):
             self.ups.append(nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1))
             self.merges.append(_block(2 * w_out, w_out))
         self.head = nn.Conv2d(widths[0], channels, 1)
-        self.widths = widths
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         h = self.stem(self.padding.pad(x))
@@ -126,7 +130,7 @@ class UNetBackbone(nn.Module):
                 "this model (arch unet) decodes only with its encoder's skip connections; "
                 "decoding latents alone needs a model trained with --arch conv"
             )
-        h = self.expand(z).view(-1, self.widths[-1], self.bottom, self.bottom)
+        h = self.unflatten(z)
         for up, merge, skip in zip(self.ups, self.merges, reversed(skips)):
             h = merge(torch.cat([up(h), skip], dim=1))
         return self.padding.crop(self.head(h))
