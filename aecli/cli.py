@@ -150,7 +150,7 @@ def train(
     from aecli import train as training
     from aecli.data import open_inputs
     from aecli.files import check_writable
-    from aecli.modelfile import load
+    from aecli.modelfile import check_replaceable, load
     from aecli.ui import Messages, TrainProgress
 
     say = Messages(quiet)
@@ -160,7 +160,7 @@ def train(
         previous = load(out, with_optimizer=True)
         settings = training.resume_settings(previous, overrides)
     else:
-        _refuse_foreign_output(out)
+        check_replaceable(out)
     check_writable(out)
     for target in filter(None, [preview]):
         check_writable(target)
@@ -182,18 +182,6 @@ def train(
     if preview:
         say.info(f"preview: {preview}")
     say.info(f"model: {out}")
-
-
-def _refuse_foreign_output(out: Path) -> None:
-    """-o may replace an earlier model file, never some other file a user typed by mistake."""
-    from aecli.errors import OutputError
-    from aecli.modelfile import read_metadata
-
-    if out.exists() and not out.is_dir():
-        try:
-            read_metadata(out)
-        except AecliError:
-            raise OutputError(f"refusing to overwrite {out}: it is not an aecli model file") from None
 
 
 class _stop_on_sigint:

@@ -11,6 +11,7 @@ Loading never unpickles anything: safetensors holds only raw tensors and strings
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from aecli.config import (
     to_json,
     train_config_from_json,
 )
-from aecli.errors import ModelFileError
+from aecli.errors import ModelFileError, OutputError
 from aecli.files import write_bytes_atomic
 
 FORMAT = "aecli"
@@ -142,6 +143,16 @@ def _check_metadata(path: Path, metadata: dict[str, str]) -> None:
         raise ModelFileError(f"{path}: aecli metadata lacks {', '.join(missing)}")
 
 
+def check_replaceable(path: Path) -> None:
+    """An output may replace an earlier model file, never some other file typed by mistake."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        try:
+            read_metadata(path)
+        except ModelFileError:
+            raise OutputError(f"refusing to overwrite {path}: it is not an aecli model file") from None
+
+
 def describe(path: Path) -> dict[str, Any]:
     """Everything a model file says about itself, from its header alone (what `ae info` shows)."""
     metadata, shapes = read_metadata(path)
@@ -150,7 +161,7 @@ def describe(path: Path) -> dict[str, Any]:
         "file_bytes": Path(path).stat().st_size,
         "format_version": int(metadata["format_version"]),
         "aecli_version": metadata.get("aecli_version"),
-        "parameters": sum(_count(shape) for name, (shape, _) in shapes.items() if not name.startswith(_OPTIM)),
+        "parameters": sum(math.prod(shape) for name, (shape, _) in shapes.items() if not name.startswith(_OPTIM)),
         "resumable": "optimizer" in metadata,
     }
     for key in ("model_config", "train_config", "training", "calibration", "latent_stats"):
@@ -159,13 +170,6 @@ def describe(path: Path) -> dict[str, Any]:
         except ValueError:
             raise ModelFileError(f"{path}: damaged aecli metadata ({key} is not JSON)") from None
     return info
-
-
-def _count(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def load(path: Path, with_optimizer: bool = False) -> ModelFile:

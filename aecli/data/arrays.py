@@ -31,7 +31,7 @@ class ArrayImages:
         a = self.array
         if a.ndim == 3:
             self.array, self.channels_last = a[:, :, :, None], True
-        if self.array.dtype.kind not in "uif" or self.array.dtype.kind == "f" and self.array.dtype.itemsize > 8:
+        if self.array.dtype.kind not in "uif":
             raise InputError(f"{self.name}: pixels of dtype {a.dtype} (expected uint8 or float in [0, 1])")
 
     def __len__(self) -> int:

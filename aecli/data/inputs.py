@@ -62,8 +62,11 @@ class ImageSet:
     def __len__(self) -> int:
         return self._starts[-1]
 
+    def _part_of(self, i: int) -> int:
+        return bisect.bisect_right(self._starts, i) - 1
+
     def _locate(self, i: int) -> tuple[FileImages | ArrayImages, int]:
-        k = bisect.bisect_right(self._starts, i) - 1
+        k = self._part_of(i)
         return self.parts[k], i - self._starts[k]
 
     def name(self, i: int) -> str:
@@ -100,7 +103,7 @@ class ImageSet:
         pieces, kept, skipped = [], [], []
         groups: dict[int, list[int]] = {}
         for i in indices.tolist():
-            groups.setdefault(bisect.bisect_right(self._starts, i) - 1, []).append(i)
+            groups.setdefault(self._part_of(i), []).append(i)
         position = {i: n for n, i in enumerate(indices.tolist())}
         for k, members in groups.items():
             part, start = self.parts[k], self._starts[k]

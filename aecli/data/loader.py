@@ -11,7 +11,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from aecli.data.arrays import ArrayImages

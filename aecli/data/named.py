@@ -16,10 +16,6 @@ from aecli.data.arrays import ArrayImages, read_idx_array
 from aecli.errors import InputError
 
 NAMES = ("sample", "fashion-mnist")
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
 SAMPLE_FILE = "fashion-mnist-sample.npz"
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
