@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 import typer
 
 from aecli import __version__
-from aecli.errors import AecliError
+from aecli.errors import AecliError, UsageError
 
 app = typer.Typer(
     name="ae",
@@ -60,6 +60,9 @@ def command(*args, **kwargs):
                 _fail(e, str(e), e.exit_code)
             except KeyboardInterrupt as e:
                 _fail(e, "interrupted", 130)
+            except BrokenPipeError:  # the reader went away (`ae encode ... | head`): stop quietly, as SIGPIPE would
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(141) from None
             except (typer.Exit, typer.Abort, SystemExit):
                 raise
             except Exception as e:  # a bug: still one line, with the way to see more
@@ -88,40 +91,94 @@ Inputs = Annotated[
         show_default=False,
     ),
 ]
-FilesFrom = Annotated[Optional[str], typer.Option("--files-from", help="Read more inputs, one per line, from FILE (- for stdin).")]
-Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps (default: $AE_DEVICE, else auto).")]
-Workers = Annotated[Optional[int], typer.Option("--workers", help="Loader processes (default: 0 for arrays, a few for image files).")]
+FilesFrom = Annotated[
+    Optional[str], typer.Option("--files-from", help="Read more inputs, one per line, from FILE (- for stdin).")
+]
+Device = Annotated[
+    Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps (default: $AE_DEVICE, else auto).")
+]
+Workers = Annotated[
+    Optional[int], typer.Option("--workers", help="Loader processes (default: 0 for arrays, a few for image files).")
+]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress or messages on stderr; errors still show.")]
 
 
 @command()
 def train(
     inputs: Inputs = None,
-    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Model file to write (default: VARIANT.safetensors).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("-o", "--out", help="Model file to write (default: VARIANT.safetensors).")
+    ] = None,
     variant: Annotated[Optional[str], typer.Option(help="ae, denoising or vae.", show_default="ae")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="conv (a true bottleneck) or unet (skip connections; keeps detail).", show_default="unet for denoising, else conv")] = None,
-    latent_dim: Annotated[Optional[int], typer.Option(help="Length of each image's latent vector.", show_default="32")] = None,
+    arch: Annotated[
+        Optional[str],
+        typer.Option(
+            help="conv (a true bottleneck) or unet (skip connections; keeps detail).",
+            show_default="unet for denoising, else conv",
+        ),
+    ] = None,
+    latent_dim: Annotated[
+        Optional[int], typer.Option(help="Length of each image's latent vector.", show_default="32")
+    ] = None,
     sigma: Annotated[Optional[float], typer.Option(help="denoising: noise strength.", show_default="0.2")] = None,
-    noise: Annotated[Optional[str], typer.Option(help="denoising: gaussian, salt-pepper, mask or mixed.", show_default="gaussian")] = None,
+    noise: Annotated[
+        Optional[str], typer.Option(help="denoising: gaussian, salt-pepper, mask or mixed.", show_default="gaussian")
+    ] = None,
     beta: Annotated[Optional[float], typer.Option(help="vae: weight of the KL term.", show_default="1.0")] = None,
     loss: Annotated[Optional[str], typer.Option(help="Pixel loss: mse or bce.", show_default="mse")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training images.", show_default="10; 20 for denoising")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.", show_default="128; 32 for denoising")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam's peak learning rate.", show_default="0.001; 0.002 for denoising")] = None,
-    lr_schedule: Annotated[Optional[str], typer.Option(help="cosine (5% warm-up, decay to 0) or constant.", show_default="cosine")] = None,
-    val_split: Annotated[Optional[float], typer.Option(help="Fraction held out for validation and calibration.", show_default="0.1")] = None,
-    image_size: Annotated[Optional[int], typer.Option(help="Model input size (square); others are resized.", show_default="first image's")] = None,
-    channels: Annotated[Optional[int], typer.Option(help="1 (grey) or 3 (colour).", show_default="first image's")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for split, shuffle and noise: same seed, same model on CPU.", show_default="0")] = None,
+    epochs: Annotated[
+        Optional[int], typer.Option(help="Passes over the training images.", show_default="10; 20 for denoising")
+    ] = None,
+    batch_size: Annotated[
+        Optional[int], typer.Option(help="Images per step.", show_default="128; 32 for denoising")
+    ] = None,
+    lr: Annotated[
+        Optional[float], typer.Option(help="Adam's peak learning rate.", show_default="0.001; 0.002 for denoising")
+    ] = None,
+    lr_schedule: Annotated[
+        Optional[str], typer.Option(help="cosine (5% warm-up, decay to 0) or constant.", show_default="cosine")
+    ] = None,
+    val_split: Annotated[
+        Optional[float], typer.Option(help="Fraction held out for validation and calibration.", show_default="0.1")
+    ] = None,
+    patch_size: Annotated[
+        Optional[int], typer.Option(help="Train on random crops of this size (the model's size), e.g. for photos.")
+    ] = None,
+    patches_per_image: Annotated[
+        Optional[int], typer.Option(help="With --patch-size: crops per image per epoch.", show_default="16")
+    ] = None,
+    image_size: Annotated[
+        Optional[int], typer.Option(help="Model input size (square); others are resized.", show_default="first image's")
+    ] = None,
+    channels: Annotated[
+        Optional[int], typer.Option(help="1 (grey) or 3 (colour).", show_default="first image's")
+    ] = None,
+    seed: Annotated[
+        Optional[int],
+        typer.Option(help="Seed for split, shuffle and noise: same seed, same model on CPU.", show_default="0"),
+    ] = None,
     device: Device = None,
     workers: Workers = None,
-    config: Annotated[Optional[Path], typer.Option("--config", exists=True, dir_okay=False, help="YAML file of these settings; flags override it.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run saved in --out (same settings, same result).")] = False,
-    preview: Annotated[Optional[Path], typer.Option("--preview", help="PNG grid of validation inputs and reconstructions.")] = None,
-    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved settings as YAML and exit.")] = False,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", exists=True, dir_okay=False, help="YAML file of these settings; flags override it."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run saved in --out (same settings, same result).")
+    ] = False,
+    preview: Annotated[
+        Optional[Path], typer.Option("--preview", help="PNG grid of validation inputs and reconstructions.")
+    ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the resolved settings as YAML and exit.")
+    ] = False,
     files_from: FilesFrom = None,
-    no_resize: Annotated[bool, typer.Option("--no-resize", help="Reject images of another size instead of resizing.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
+    no_resize: Annotated[
+        bool, typer.Option("--no-resize", help="Reject images of another size instead of resizing.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Train an autoencoder on images and save it as one .safetensors file.
@@ -134,12 +191,14 @@ def train(
       ae train sample --variant denoising --sigma 0.2 -o dae.safetensors
       ae train ./photos/normal --variant vae --latent-dim 16 --epochs 20 -o vae.safetensors
       ae train fashion-mnist --config examples/fashion-ae.yaml -o ae.safetensors
+      ae train ./photos --variant denoising --patch-size 32 --patches-per-image 64 -o photo-dae.safetensors
     """
     from aecli.config import load_settings, to_yaml
 
     overrides = dict(
         variant=variant, arch=arch, latent_dim=latent_dim, sigma=sigma, noise=noise, beta=beta, loss=loss,
         epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, val_split=val_split, image_size=image_size,
+        patch_size=patch_size, patches_per_image=patches_per_image,
         channels=channels, seed=seed, device=device, workers=workers,
         resize=False if no_resize else None, strict=True if strict else None,
     )  # fmt: skip
@@ -206,6 +265,298 @@ class _stop_on_sigint:
     def __exit__(self, *exc):
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+
+
+ModelPath = Annotated[Path, typer.Option("-m", "--model", help="A model file made by `ae train`.", show_default=False)]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
+SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images with a warning instead of stopping.")]
+Grid = Annotated[
+    Optional[Path], typer.Option("--grid", help="Also write one PNG grid of the results, for a quick look.")
+]
+Nrow = Annotated[int, typer.Option("--nrow", min=1, help="Images per row in --grid.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for every random draw: same seed, same output.")]
+
+
+def _outputs(*paths: Optional[Path]) -> None:
+    from aecli.files import check_writable
+
+    for path in filter(None, paths):
+        check_writable(path)
+
+
+@command()
+def encode(
+    inputs: Inputs = None,
+    model: ModelPath = ...,
+    out: Annotated[
+        Optional[str],
+        typer.Option("-o", "--out", help="File to write; - or absent: stdout (when it is not a terminal)."),
+    ] = None,
+    fmt: Annotated[
+        Optional[str],
+        typer.Option(
+            "--format", help="npy, npz (latents and paths), csv or jsonl.", show_default="from -o's suffix, else npy"
+        ),
+    ] = None,
+    index: Annotated[
+        Optional[Path], typer.Option("--index", help="Also write each row's source, one per line.")
+    ] = None,
+    sample: Annotated[bool, typer.Option("--sample", help="vae: draw from q(z|x) instead of taking its mean.")] = False,
+    seed: Seed = 0,
+    batch_size: BatchSize = 256,
+    device: Device = None,
+    workers: Workers = None,
+    files_from: FilesFrom = None,
+    no_resize: Annotated[
+        bool, typer.Option("--no-resize", help="Reject images of another size instead of resizing.")
+    ] = False,
+    skip_bad: SkipBad = False,
+    quiet: Quiet = False,
+) -> None:
+    """Write one latent vector (float32 row) per image, in input order.
+
+    \b
+    Examples:
+      ae encode ./images -m ae.safetensors > latents.npy
+      ae encode ./images -m ae.safetensors -o latents.npy --index paths.txt
+      ae encode ./images -m vae.safetensors --format npz -o z.npz
+    """
+    from aecli import infer, latents
+    from aecli.data import open_inputs
+    from aecli.ui import Messages, StreamProgress
+
+    say = Messages(quiet)
+    target = None if out in (None, "-") else Path(out)
+    fmt = latents.choose_format(target, fmt)
+    latents.check_destination(target, fmt)
+    _outputs(target, index)
+    images = open_inputs(inputs or [], files_from)
+    loaded = infer.load_model(model, device)
+    with StreamProgress(say, "encode") as progress:
+        result = infer.encode(
+            loaded, images, batch_size=batch_size, workers=workers, sample=sample, seed=seed,
+            resize=not no_resize, strict=not skip_bad, progress=progress,
+        )  # fmt: skip
+    latents.write(result.vectors, result.sources, target, fmt)
+    if index:
+        latents.write_index(index, result.sources)
+    skipped = f", {result.skipped} unreadable skipped" if result.skipped else ""
+    say.info(
+        f"encoded {len(result.vectors)} images to {target or 'stdout'} ({fmt}, {result.vectors.shape[1]} floats each{skipped})"
+    )
+
+
+@command()
+def decode(
+    latents_file: Annotated[
+        str, typer.Argument(metavar="LATENTS", help="A .npy/.npz file of latent rows (from ae encode), or - for stdin.")
+    ],
+    model: ModelPath = ...,
+    out: Annotated[
+        Optional[Path], typer.Option("-o", "--out", help="Directory for one PNG per row (000000.png, ...).")
+    ] = None,
+    grid: Grid = None,
+    nrow: Nrow = 8,
+    batch_size: BatchSize = 256,
+    device: Device = None,
+    quiet: Quiet = False,
+) -> None:
+    """Turn latent vectors back into images (models trained with --arch conv).
+
+    \b
+    Examples:
+      ae decode latents.npy -m ae.safetensors -o recon/ --grid recon.png
+      ae encode ./images -m ae.safetensors | ae decode - -m ae.safetensors --grid recon.png
+    """
+    from aecli import infer, latents
+    from aecli.pictures import GRID_LIMIT, save_grid, save_png
+    from aecli.ui import Messages
+
+    say = Messages(quiet)
+    if out is None and grid is None:
+        raise UsageError("nothing to write: give -o DIR, --grid FILE, or both")
+    _outputs(grid)
+    rows = latents.read(latents_file)
+    loaded = infer.load_model(model, device)
+    width = max(6, len(str(len(rows) - 1)))
+    shown, done = [], 0
+    for batch in infer.decode(loaded, rows, batch_size):
+        for image in batch:
+            if out is not None:
+                save_png(out / f"{done:0{width}d}.png", image)
+            if len(shown) < GRID_LIMIT:
+                shown.append(image)
+            done += 1
+    if grid:
+        save_grid(grid, shown, nrow)
+    say.info(f"decoded {done} images" + (f" to {out}/" if out else "") + (f"; grid: {grid}" if grid else ""))
+
+
+@command()
+def denoise(
+    inputs: Inputs = None,
+    model: ModelPath = ...,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("-o", "--out", help="Directory for the denoised PNGs, mirroring inputs' relative paths."),
+    ] = None,
+    add_noise: Annotated[
+        float,
+        typer.Option(
+            "--add-noise", min=0, help="Corrupt inputs with Gaussian noise of this std first (pixels in [0, 1])."
+        ),
+    ] = 0.0,
+    save_noisy: Annotated[
+        Optional[Path], typer.Option("--save-noisy", help="Directory for the noisy copies made by --add-noise.")
+    ] = None,
+    reference: Annotated[
+        Optional[str],
+        typer.Option(
+            "--reference",
+            help="Clean images (a directory matched by relative path, or a dataset/array by position): print PSNR and SSIM.",
+        ),
+    ] = None,
+    report: Annotated[
+        Optional[Path], typer.Option("--report", help="CSV of PSNR and SSIM per image (needs --reference).")
+    ] = None,
+    resize: Annotated[
+        bool, typer.Option("--resize", help="Resize images to the model's size instead of tiling them.")
+    ] = False,
+    overlap: Annotated[
+        float, typer.Option("--overlap", min=0, max=0.9, help="Overlap of neighbouring tiles, as a fraction of a tile.")
+    ] = 0.5,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Allow writing into an input directory or over inputs.")
+    ] = False,
+    grid: Grid = None,
+    nrow: Nrow = 8,
+    seed: Seed = 0,
+    batch_size: BatchSize = 64,
+    device: Device = None,
+    workers: Workers = None,
+    files_from: FilesFrom = None,
+    skip_bad: SkipBad = False,
+    quiet: Quiet = False,
+) -> None:
+    """Denoise images of any size: model-sized ones directly, larger ones in blended tiles.
+
+    \b
+    Examples:
+      ae denoise ./noisy -m dae.safetensors -o ./clean
+      ae denoise photo.jpg -m dae.safetensors -o out/
+      ae denoise ./clean -m dae.safetensors --add-noise 0.2 --reference ./clean -o out/
+    """
+    from aecli import infer
+    from aecli.data import open_inputs
+    from aecli.files import atomic_output, guard_inputs, mirror_targets
+    from aecli.pictures import save_png
+    from aecli.quality import QualityReport
+    from aecli.ui import Messages, StreamProgress, print_quality
+
+    say = Messages(quiet)
+    if out is None and reference is None and grid is None:
+        raise UsageError("nothing to write: give -o DIR (or --reference to only measure, or --grid)")
+    if report and not reference:
+        raise UsageError("--report needs --reference")
+    if save_noisy and not add_noise:
+        raise UsageError("--save-noisy needs --add-noise")
+    _outputs(report, grid)
+    images = open_inputs(inputs or [], files_from)
+    relative = [images.relative(i) for i in range(len(images))]
+    files = [p for part in images.parts for p in getattr(part, "paths", [])]
+    targets = {}
+    for name, directory in (("out", out), ("noisy", save_noisy)):
+        if directory is not None:
+            targets[name] = mirror_targets(directory, relative)
+            guard_inputs(directory, images.directories, files, targets[name], overwrite)
+    loaded = infer.load_model(model, device)
+    if loaded.config.variant != "denoising":
+        say.warn(f"{model} (variant {loaded.config.variant}) was not trained to denoise: its output is a reconstruction")
+    references = infer.References(reference, images) if reference else None
+    quality, shown, count = QualityReport(), [], 0
+    with StreamProgress(say, "denoise") as progress:
+        for result in infer.denoise(
+            loaded, images, noise=add_noise, seed=seed, resize=resize, overlap=overlap,
+            batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress,
+        ):  # fmt: skip
+            if out is not None:
+                save_png(targets["out"][result.index], result.clean)
+            if save_noisy is not None:
+                save_png(targets["noisy"][result.index], result.noisy)
+            ref = references.get(result.index, result.clean) if references else None
+            if ref is not None:
+                quality.add(images.name(result.index), result.noisy, result.clean, ref)
+            if len(shown) < nrow:
+                shown.append([result.noisy, result.clean] + ([ref] if ref is not None else []))
+            count += 1
+    if grid and shown:
+        from aecli.pictures import save_rows
+
+        save_rows(grid, [list(row) for row in zip(*shown)])
+    if report:
+        with atomic_output(report) as f:
+            f.write(quality.csv().encode())
+    if references:
+        print_quality(quality.summary(), len(quality.rows), add_noise)
+    say.info(f"denoised {count} images" + (f" to {out}/" if out else "") + (f"; grid: {grid}" if grid else ""))
+
+
+@command()
+def sample(
+    model: ModelPath = ...,
+    n: Annotated[int, typer.Option("-n", "--count", min=1, help="How many images to draw.")] = 64,
+    temperature: Annotated[
+        float,
+        typer.Option("--temperature", min=0, help="Scale of the latent draw: below 1 is safer, above 1 more varied."),
+    ] = 1.0,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Directory for one PNG per image.")] = None,
+    grid: Grid = None,
+    nrow: Nrow = 8,
+    interpolate: Annotated[
+        Optional[tuple[str, str]],
+        typer.Option(
+            "--interpolate",
+            metavar="A B",
+            help="Decode the straight line between the latents of images A and B instead.",
+        ),
+    ] = None,
+    steps: Annotated[
+        int, typer.Option("--steps", min=2, help="--interpolate: images along the line, ends included.")
+    ] = 8,
+    seed: Seed = 0,
+    device: Device = None,
+    quiet: Quiet = False,
+) -> None:
+    """Draw new images from a model: a VAE's prior, or a Gaussian fitted to a plain model's latents.
+
+    \b
+    Examples:
+      ae sample -m vae.safetensors -n 64 -o samples/ --grid samples.png --seed 1
+      ae sample -m ae.safetensors --interpolate a.png b.png --steps 8 --grid walk.png
+    """
+    from aecli import infer
+    from aecli.pictures import save_grid, save_png
+    from aecli.ui import Messages
+
+    say = Messages(quiet)
+    if out is None and grid is None:
+        raise UsageError("nothing to write: give -o DIR, --grid FILE, or both")
+    _outputs(grid)
+    loaded = infer.load_model(model, device)
+    if interpolate:
+        a, b = (infer.first_image(spec) for spec in interpolate)
+        images = infer.interpolate(loaded, a, b, steps)
+        what = f"{steps} steps from {interpolate[0]} to {interpolate[1]}"
+    else:
+        images, source = infer.sample(loaded, n, temperature=temperature, seed=seed)
+        what = f"{n} samples from {source}"
+    width = max(6, len(str(len(images) - 1)))
+    if out is not None:
+        for i, image in enumerate(images):
+            save_png(out / f"{i:0{width}d}.png", image)
+    if grid:
+        save_grid(grid, images, nrow)
+    say.info(f"drew {what}" + (f" to {out}/" if out else "") + (f"; grid: {grid}" if grid else ""))
 
 
 @command()

@@ -72,6 +72,8 @@ class TrainConfig:
     workers: int | None = None  # None: 0 for in-memory arrays, a few for image files
     resize: bool = True  # False: images of another size than the model's are an error
     strict: bool = False  # True: an unreadable image is fatal instead of skipped
+    patch_size: int | None = None  # train on random square crops of this size (the model's size)
+    patches_per_image: int = 16  # crops per image per epoch, with patch_size
 
 
 @dataclass
@@ -160,6 +162,11 @@ def validate(settings: Settings) -> None:
         _typed("image_size", m.image_size, int, low=4)
     if t.workers is not None:
         _typed("workers", t.workers, int, low=0)
+    if t.patch_size is not None:
+        _typed("patch_size", t.patch_size, int, low=8)
+        if m.image_size is not None and m.image_size != t.patch_size:
+            raise UsageError(f"with patch_size the model's size is the patch size; image_size {m.image_size} differs")
+    _typed("patches_per_image", t.patches_per_image, int, low=1)
     if m.widths is not None:
         if not isinstance(m.widths, list) or not all(isinstance(w, int) and w > 0 for w in m.widths):
             raise UsageError(f"widths must be a list of positive integers, got {m.widths!r}")

@@ -61,3 +61,31 @@ def check_writable(path: Path) -> None:
         raise OutputError(f"cannot write {path}: directory {parent} is not writable")
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"cannot write {path}: permission denied")
+
+
+def mirror_targets(out_dir: Path, relative: list[Path], suffix: str = ".png") -> list[Path]:
+    """Output paths that mirror inputs' relative paths below `out_dir`; two inputs never share one."""
+    targets, seen = [], {}
+    for rel in relative:
+        target = Path(out_dir) / rel.with_suffix(suffix)
+        if target in seen:
+            raise OutputError(f"inputs {seen[target]} and {rel} would both be written to {target}")
+        seen[target] = rel
+        targets.append(target)
+    return targets
+
+
+def guard_inputs(
+    out_dir: Path, input_dirs: list[Path], input_files: list[Path], targets: list[Path], overwrite: bool
+) -> None:
+    """Refuse to write into an input directory or over an input file, unless `overwrite`."""
+    if overwrite:
+        return
+    out = Path(out_dir).expanduser().resolve()
+    for directory in input_dirs:
+        if out == directory or directory in out.parents:
+            raise OutputError(f"refusing to write into input directory {directory} (choose another -o, or --overwrite)")
+    inputs = {Path(p).resolve() for p in input_files}
+    for target in targets:
+        if target.resolve() in inputs:
+            raise OutputError(f"refusing to overwrite input {target} (choose another -o, or --overwrite)")

@@ -11,18 +11,24 @@ from aecli import runtime
 from aecli.config import ModelConfig
 from aecli.files import atomic_output
 
+GRID_LIMIT = 256  # a grid is for a quick look: more images than this make it unreadable
 
-def save_grid(path: Path, images: torch.Tensor, nrow: int = 8, padding: int = 2) -> None:
-    """One PNG of (B, C, H, W) images in [0, 1], `nrow` to a row, on a white background."""
+
+def save_grid(path: Path, images: torch.Tensor | list[torch.Tensor], nrow: int = 8, padding: int = 2) -> None:
+    """One PNG of (B, C, H, W) images in [0, 1] (or a list of any sizes), `nrow` to a row, on white."""
     from torchvision.utils import make_grid, save_image
 
-    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=1.0)
+    if isinstance(images, list):
+        images = grid_of(images)
+    grid = make_grid(images[:GRID_LIMIT].detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=1.0)
     with atomic_output(Path(path)) as f:
         save_image(grid, f, format="png")
 
 
 @torch.no_grad()
-def write_preview(path: Path, model, images, rows: np.ndarray, config: ModelConfig, device: torch.device, count: int = 8) -> None:
+def write_preview(
+    path: Path, model, images, rows: np.ndarray, config: ModelConfig, device: torch.device, count: int = 8
+) -> None:
     """Rows of inputs (then their corrupted copies, for a denoiser) and of reconstructions."""
     from aecli.noise import corrupt
 
@@ -37,3 +43,35 @@ def write_preview(path: Path, model, images, rows: np.ndarray, config: ModelConf
     with runtime.autocast(device):
         shown.append(model(x))
     save_grid(path, torch.cat([s.float().cpu() for s in shown]), nrow=len(batch.pixels))
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [0, 1] to an (H, W) or (H, W, C) uint8 array, rounded as PNG writers do."""
+    array = image.detach().float().cpu().clamp(0, 1).mul(255).add_(0.5).to(torch.uint8)
+    return array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
+
+
+def save_png(path: Path, image: torch.Tensor) -> None:
+    """One (C, H, W) image as an 8-bit PNG (grey stays grey), written atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as f:
+        Image.fromarray(to_uint8(image)).save(f, format="png")
+
+
+def grid_of(images: list[torch.Tensor], size: int | None = None) -> torch.Tensor:
+    """Images of any size and channels as one (B, C, S, S) batch a grid can show (the first's size)."""
+    from aecli.data.images import to_channels, to_size
+
+    channels = max(x.shape[0] for x in images)
+    size = size or images[0].shape[-1]
+    return torch.stack([to_size(to_channels(x.float().cpu(), channels), size) for x in images])
+
+
+def save_rows(path: Path, rows: list[list[torch.Tensor]]) -> None:
+    """A grid with one row per list (e.g. inputs, outputs, references), all at the first image's size."""
+    size = rows[0][0].shape[-1]
+    flat = [x for row in rows for x in row]
+    save_grid(path, grid_of(flat, size), nrow=len(rows[0]))

@@ -23,6 +23,7 @@ from aecli import calibration as calib
 from aecli import modelfile, runtime
 from aecli.config import ModelConfig, Settings, TrainConfig
 from aecli.data import ImageSet, batch_indices, stream
+from aecli.data.patches import Patches
 from aecli.errors import Interrupted, UsageError
 from aecli.models import create_model
 
@@ -44,12 +45,18 @@ class Split:
     val: np.ndarray
 
     @classmethod
-    def make(cls, n: int, val_split: float, seed: int) -> Split:
-        n_val = int(n * val_split)
-        if val_split > 0 and n_val == 0 and n >= 2:
+    def make(cls, n: int, val_split: float, seed: int, group: int = 1) -> Split:
+        """Split n items; with group > 1, items come in runs of `group` (an image's patches) kept together."""
+        n_groups = n // group
+        n_val = int(n_groups * val_split)
+        if val_split > 0 and n_val == 0 and n_groups >= 2:
             n_val = 1  # a tiny set still gets a held-out image for calibration
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
-        return cls(train=np.sort(order[n_val:]), val=np.sort(order[:n_val]))
+        order = torch.randperm(n_groups, generator=torch.Generator().manual_seed(seed)).numpy()
+
+        def expand(groups: np.ndarray) -> np.ndarray:
+            return (np.sort(groups)[:, None] * group + np.arange(group)).ravel()
+
+        return cls(train=expand(order[n_val:]), val=expand(order[:n_val]))
 
 
 @dataclass
@@ -70,8 +77,10 @@ class History:
         return {**dataclasses.asdict(self), "epochs_planned": planned, "complete": self.epochs >= planned}
 
 
-def model_config_for(images: ImageSet, config: ModelConfig, strict: bool = False) -> ModelConfig:
-    """Fill channels and size from the first image when the user did not set them."""
+def model_config_for(images: ImageSet | Patches, config: ModelConfig, strict: bool = False) -> ModelConfig:
+    """Fill channels and size from the first image (or the patch size) when the user did not set them."""
+    if isinstance(images, Patches):
+        config = dataclasses.replace(config, image_size=images.size)
     if config.channels and config.image_size:
         return config.resolved(config.channels, config.image_size)
     c, h, w = images.first_shape(strict)
@@ -108,8 +117,10 @@ def fit(
     tc = settings.train
     device = runtime.choose_device(tc.device)
     runtime.seed_all(tc.seed)
+    if tc.patch_size:
+        images = Patches(images, tc.patch_size, tc.patches_per_image, tc.seed)
     config = resume.config if resume else model_config_for(images, settings.model, tc.strict)
-    split = Split.make(len(images), tc.val_split, tc.seed)
+    split = Split.make(len(images), tc.val_split, tc.seed, group=tc.patches_per_image if tc.patch_size else 1)
     if len(split.train) == 0:
         raise UsageError(f"{images.description}: {len(images)} image(s) leave none to train on after the validation split")
 
@@ -152,6 +163,8 @@ def fit(
     try:
         for epoch in range(epoch, tc.epochs):
             model.train()
+            if isinstance(images, Patches):
+                images.epoch = epoch
             shuffle = torch.Generator().manual_seed(runtime.step_seed(tc.seed, epoch, 0))
             order = split.train[torch.randperm(len(split.train), generator=shuffle).numpy()]
             batches = batch_indices(order, tc.batch_size)[first_step:]
@@ -187,6 +200,8 @@ def fit(
                         f"{out} holds the weights so far: continue with --resume"
                     )
             first_step = 0
+            if isinstance(images, Patches):
+                images.epoch = -1  # the same validation patches every epoch
             val_loss, calibration, latents = validate(model, images, split.val, config, tc, device)
             history.epochs = epoch + 1
             history.train_loss.append(_round(float(total) / max(count, 1)))

@@ -84,6 +84,46 @@ class TrainProgress:
         self.messages.warn(f"skipped {message}")
 
 
+class StreamProgress:
+    """An infer.Progress: one bar over the images of a command, a warning per skipped image."""
+
+    def __init__(self, messages: Messages, label: str):
+        self.messages = messages
+        self.progress = Progress(
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} img/s"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err,
+            disable=messages.quiet or not err.is_terminal,
+            transient=True,
+        )
+        self.task = None
+        self.done, self.started = 0, time.perf_counter()
+
+    def __enter__(self) -> StreamProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def start(self, total: int) -> None:
+        self.task = self.progress.add_task("", total=total, rate="-")
+        self.started = time.perf_counter()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+        self.progress.update(self.task, advance=count, rate=f"{rate:,.0f}")
+
+    def skipped(self, message: str) -> None:
+        self.messages.warn(f"skipped {message}")
+
+
 def model_table(info: dict[str, Any]) -> Table:
     """`ae info` as a two-column table of what a model file holds."""
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -121,6 +161,18 @@ def model_table(info: dict[str, Any]) -> Table:
     table.add_row("latent stats", f"{latents['split']} n={latents['n']}" if latents else "none")
     table.add_row("resumable", "yes (optimizer state inside)" if info["resumable"] else "no")
     return table
+
+
+def print_quality(summary: dict[str, float], count: int, noise: float) -> None:
+    """`ae denoise --reference`: mean PSNR and SSIM before and after, on stdout (it is the result)."""
+    table = Table(box=None, pad_edge=False, title=None)
+    table.add_column(f"{count} images")
+    table.add_column("PSNR dB", justify="right")
+    table.add_column("SSIM", justify="right")
+    before = f"input (noise {noise:g})" if noise else "input"
+    table.add_row(before, f"{summary['psnr_before']:.2f}", f"{summary['ssim_before']:.4f}")
+    table.add_row("denoised", f"{summary['psnr_after']:.2f}", f"{summary['ssim_after']:.4f}")
+    print_table(table)
 
 
 def print_table(table: Table) -> None:

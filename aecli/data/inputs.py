@@ -27,9 +27,14 @@ _GLOB_CHARS = set("*?[")
 
 @dataclass
 class FileImages:
-    """Image files, decoded one by one when a batch needs them."""
+    """Image files, decoded one by one when a batch needs them.
+
+    `relative` is where each file sits below the directory it was found in (its bare name when
+    it was named directly): what outputs mirror, e.g. `ae denoise DIR -o OUT`.
+    """
 
     paths: list[Path]
+    relative: list[Path]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -37,14 +42,19 @@ class FileImages:
 
 @dataclass
 class Batch:
-    """Pixels (B, C, S, S) of the images that loaded, their indices, and what was skipped."""
+    """Pixels (B, C, S, S) of the images that loaded, their indices, and what was skipped.
 
-    pixels: torch.Tensor
+    Loaded at their own size (size=None), pixels is a list of (C, H, W) tensors instead.
+    """
+
+    pixels: torch.Tensor | list[torch.Tensor]
     index: torch.Tensor
     skipped: list[str] = field(default_factory=list)
     error: str | None = None  # fatal; travels as data so worker processes report it in one line
 
     def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True) on CUDA
+        if isinstance(self.pixels, list):
+            return self
         return Batch(self.pixels.pin_memory(), self.index, self.skipped, self.error)
 
 
@@ -53,6 +63,7 @@ class ImageSet:
     parts: list[FileImages | ArrayImages]
     description: str
     non_images: int = 0  # files in directories that were not images, skipped
+    directories: list[Path] = field(default_factory=list)  # input directories: outputs never go inside
 
     def __post_init__(self) -> None:
         self._starts = [0]
@@ -74,6 +85,17 @@ class ImageSet:
         part, row = self._locate(i)
         return str(part.paths[row]) if isinstance(part, FileImages) else f"{part.name}#{row}"
 
+    def relative(self, i: int) -> Path:
+        """Where image i's outputs go below an output directory: `sub/x.png`, or `array/000012.png`."""
+        part, row = self._locate(i)
+        if isinstance(part, FileImages):
+            return part.relative[row]
+        stem = Path(part.name.split(":")[0]).name.split(".")[0] or "images"
+        return Path(stem) / f"{row:06d}.png"
+
+    def is_array(self, i: int) -> bool:
+        return isinstance(self._locate(i)[0], ArrayImages)
+
     def label(self, i: int) -> int | None:
         part, row = self._locate(i)
         labels = getattr(part, "labels", None)
@@ -92,14 +114,19 @@ class ImageSet:
                         raise
         raise InputError(f"no readable images in {self.description}")
 
-    def load(self, indices: np.ndarray, channels: int, size: int, resize: bool = True, strict: bool = False) -> Batch:
-        """Read the images at `indices` as one batch fitted to the model's channels and size."""
+    def load(
+        self, indices: np.ndarray, channels: int | None, size: int | None, resize: bool = True, strict: bool = False
+    ) -> Batch:
+        """Read the images at `indices` as one batch fitted to the model's channels and size.
+
+        channels=None keeps each image's colour (alpha dropped); size=None keeps its size.
+        """
         try:
             return self._load(indices, channels, size, resize, strict)
         except InputError as e:
-            return Batch(torch.empty(0, channels, size, size), torch.empty(0, dtype=torch.long), error=str(e))
+            return Batch([], torch.empty(0, dtype=torch.long), error=str(e))
 
-    def _load(self, indices: np.ndarray, channels: int, size: int, resize: bool, strict: bool) -> Batch:
+    def _load(self, indices: np.ndarray, channels: int | None, size: int | None, resize: bool, strict: bool) -> Batch:
         pieces, kept, skipped = [], [], []
         groups: dict[int, list[int]] = {}
         for i in indices.tolist():
@@ -108,8 +135,8 @@ class ImageSet:
         for k, members in groups.items():
             part, start = self.parts[k], self._starts[k]
             if isinstance(part, ArrayImages):
-                x = part.get(np.asarray(members) - start)
-                pieces.append(self._fit(x, channels, size, resize, part.name))
+                x = self._fit(part.get(np.asarray(members) - start), channels, size, resize, part.name)
+                pieces += [x] if size else list(x)
                 kept += members
                 continue
             for i in members:
@@ -120,19 +147,24 @@ class ImageSet:
                         raise
                     skipped.append(str(e))
                     continue
-                pieces.append(self._fit(x, channels, size, resize, str(part.paths[i - start]))[None])
+                x = self._fit(x, channels, size, resize, str(part.paths[i - start]))
+                pieces.append(x[None] if size else x)
                 kept.append(i)
-        pixels = torch.cat(pieces) if pieces else torch.empty(0, channels, size, size)
-        order = torch.tensor(sorted(range(len(kept)), key=lambda n: position[kept[n]]), dtype=torch.long)
-        index = torch.tensor(kept, dtype=torch.long)
-        return Batch(pixels[order], index[order], skipped)
+        order = sorted(range(len(kept)), key=lambda n: position[kept[n]])
+        index = torch.tensor(kept, dtype=torch.long)[order] if kept else torch.empty(0, dtype=torch.long)
+        if not size:
+            return Batch([pieces[n] for n in order], index, skipped)
+        pixels = torch.cat(pieces) if pieces else torch.empty(0, channels or 1, size, size)
+        return Batch(pixels[torch.tensor(order, dtype=torch.long)], index, skipped)
 
     @staticmethod
-    def _fit(x: torch.Tensor, channels: int, size: int, resize: bool, name: str) -> torch.Tensor:
-        if not resize and tuple(x.shape[-2:]) != (size, size):
+    def _fit(x: torch.Tensor, channels: int | None, size: int | None, resize: bool, name: str) -> torch.Tensor:
+        if size and not resize and tuple(x.shape[-2:]) != (size, size):
             h, w = x.shape[-2:]
             raise InputError(f"{name}: image is {w}x{h}, the model takes {size}x{size} (drop --no-resize to resize)")
-        return to_size(to_channels(x, channels), size)
+        c = x.shape[-3]
+        x = to_channels(x, channels or (c - 1 if c in (2, 4) else c))
+        return to_size(x, size) if size else x
 
 
 def open_inputs(specs: list[str], files_from: str | None = None) -> ImageSet:
@@ -150,10 +182,12 @@ def open_inputs(specs: list[str], files_from: str | None = None) -> ImageSet:
         for part in found:  # adjacent files join one part: fewer parts, cheaper lookups
             if isinstance(part, FileImages) and parts and isinstance(parts[-1], FileImages):
                 parts[-1].paths.extend(part.paths)
+                parts[-1].relative.extend(part.relative)
             else:
                 parts.append(part)
     description = specs[0] if len(specs) == 1 else f"{len(specs)} inputs ({specs[0]}, ...)"
-    images = ImageSet(parts, description, non_images)
+    directories = [Path(s).expanduser().resolve() for s in specs if Path(s).expanduser().is_dir()]
+    images = ImageSet(parts, description, non_images, directories)
     if not len(images):
         extra = f" ({non_images} non-image files skipped)" if non_images else ""
         raise InputError(f"no images found in {description}{extra}")
@@ -199,7 +233,7 @@ def _open_file(path: Path) -> FileImages | ArrayImages:
         return read_npz(path)
     if is_idx(path):
         return read_idx(path)
-    return FileImages([path])  # anything else is tried as an image, decoded by content
+    return FileImages([path], [Path(path.name)])  # anything else is tried as an image, decoded by content
 
 
 def _walk(root: Path) -> tuple[list[FileImages], int]:
@@ -217,4 +251,4 @@ def _walk(root: Path) -> tuple[list[FileImages], int]:
     if not found:
         extra = f" ({skipped} non-image files skipped)" if skipped else ""
         raise InputError(f"{root}: no images found{extra}")
-    return [FileImages(found)], skipped
+    return [FileImages(found, [p.relative_to(root) for p in found])], skipped

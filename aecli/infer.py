@@ -1,0 +1,313 @@
+"""Streaming data through a trained model: encode, decode, denoise, sample, interpolate.
+
+Each function takes a `Loaded` model (a model file on its device) and yields or returns batches,
+so a Python user gets the same results as the `ae` commands, which only add files and progress.
+Pixels are streamed batch by batch; only latent vectors (small) are ever gathered whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aecli import modelfile, runtime
+from aecli.config import ModelConfig
+from aecli.data import ImageSet, batch_indices, stream
+from aecli.data.images import IMAGE_SUFFIXES, read_image, to_channels, to_size
+from aecli.errors import AecliError, InputError, UsageError
+from aecli.tiles import apply_tiled
+
+
+class Progress:
+    """What the streaming functions report; the CLI draws a bar from it."""
+
+    def start(self, total: int) -> None: ...
+    def advance(self, count: int) -> None: ...
+    def skipped(self, message: str) -> None: ...
+
+
+@dataclass
+class Loaded:
+    """A model file's model, in eval mode on the chosen device."""
+
+    file: modelfile.ModelFile
+    device: torch.device
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.file.config
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.file.model
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's reconstruction (a denoiser's clean estimate) of a batch, on CPU, float32."""
+        with torch.no_grad(), runtime.autocast(self.device):
+            return self.model(runtime.to_device(x, self.device)).float().cpu()
+
+    def require_decoder(self) -> None:
+        """Decoding a bare latent needs the conv arch: a unet's decoder needs its skips too."""
+        if self.config.arch != "conv":
+            raise UsageError(
+                f"{self.file.path} is a {self.config.arch} model, whose decoder needs the encoder's skip "
+                "connections; decoding and sampling latents need a model trained with --arch conv"
+            )
+
+
+def load_model(path: Path, device: str | None = None) -> Loaded:
+    chosen = runtime.choose_device(device)
+    loaded = modelfile.load(Path(path))
+    loaded.model.to(chosen)
+    return Loaded(loaded, chosen)
+
+
+def _batches(
+    loaded: Loaded, images: ImageSet, batch_size: int, workers: int | None, resize: bool, strict: bool,
+    progress: Progress, native: bool = False,
+) -> Iterator:  # fmt: skip
+    """The set in order, in batches, with skipped images reported (fatal when strict)."""
+    cfg = loaded.config
+    progress.start(len(images))
+    loader = stream(
+        images, batch_indices(np.arange(len(images)), batch_size),
+        None if native else cfg.channels, None if native else cfg.image_size,
+        workers=workers, resize=resize, strict=strict, pin_memory=loaded.device.type == "cuda",
+    )  # fmt: skip
+    for batch in loader:
+        for message in batch.skipped:
+            progress.skipped(message)
+        progress.advance(len(batch.index) + len(batch.skipped))
+        if len(batch.index):
+            yield batch
+
+
+@dataclass
+class Latents:
+    """One latent row per image that loaded, in input order, with where each row came from."""
+
+    vectors: np.ndarray  # (N, latent_dim) float32
+    index: np.ndarray  # (N,) positions in the input set
+    sources: list[str]  # a file path, or `array#row`
+    skipped: int = 0
+
+
+@torch.no_grad()
+def encode(
+    loaded: Loaded, images: ImageSet, *, batch_size: int = 256, workers: int | None = None, sample: bool = False,
+    seed: int = 0, resize: bool = True, strict: bool = True, progress: Progress | None = None,
+) -> Latents:  # fmt: skip
+    """Latent vectors of every image; a VAE gives its posterior mean, or a draw with sample=True."""
+    progress = progress or Progress()
+    vectors, index, skipped = [], [], _Counter(progress)
+    generator = torch.Generator().manual_seed(seed)
+    for batch in _batches(loaded, images, batch_size, workers, resize, strict, skipped):
+        x = runtime.to_device(batch.pixels, loaded.device)
+        with runtime.autocast(loaded.device):
+            if sample and hasattr(loaded.model, "posterior"):
+                mu, logvar, _ = loaded.model.posterior(x)
+                noise = torch.randn(mu.shape, generator=generator).to(mu.device)
+                z = mu + noise * torch.exp(0.5 * logvar)
+            else:
+                z = loaded.model.encode(x)
+        vectors.append(z.float().cpu().numpy())
+        index.append(batch.index.numpy())
+    width = loaded.config.latent_dim
+    rows = np.concatenate(vectors) if vectors else np.empty((0, width), np.float32)
+    where = np.concatenate(index) if index else np.empty(0, np.int64)
+    return Latents(rows.astype(np.float32), where, [images.name(int(i)) for i in where], skipped.count)
+
+
+class _Counter(Progress):
+    """Passes progress on and counts skipped images."""
+
+    def __init__(self, inner: Progress):
+        self.inner, self.count = inner, 0
+
+    def start(self, total: int) -> None:
+        self.inner.start(total)
+
+    def advance(self, count: int) -> None:
+        self.inner.advance(count)
+
+    def skipped(self, message: str) -> None:
+        self.count += 1
+        self.inner.skipped(message)
+
+
+@torch.no_grad()
+def decode(loaded: Loaded, latents: np.ndarray, batch_size: int = 256) -> Iterator[torch.Tensor]:
+    """Images (B, C, S, S) in [0, 1] from latent rows, batch by batch."""
+    loaded.require_decoder()
+    latents = np.asarray(latents)
+    if latents.ndim != 2 or latents.shape[1] != loaded.config.latent_dim:
+        raise AecliError(
+            f"latents have shape {latents.shape}; this model decodes rows of length {loaded.config.latent_dim}"
+        )
+    for start in range(0, len(latents), batch_size):
+        z = torch.as_tensor(np.ascontiguousarray(latents[start : start + batch_size]), dtype=torch.float32)
+        with runtime.autocast(loaded.device):
+            yield loaded.model.decode(z.to(loaded.device)).float().cpu()
+
+
+@dataclass
+class Denoised:
+    """One input's result: its position, the (optionally noised) input and the model's output."""
+
+    index: int
+    noisy: torch.Tensor  # (C, H, W) what went into the model
+    clean: torch.Tensor  # (C, H, W) the model's estimate, the input's size (the model's with resize)
+
+
+def add_noise(x: torch.Tensor, sigma: float, seed: int, index: int) -> torch.Tensor:
+    """Gaussian noise of std sigma, clipped to [0, 1]; seeded per image, so batching never changes it."""
+    generator = torch.Generator().manual_seed(runtime.step_seed(seed, 0, index))
+    return (x + sigma * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+
+
+@torch.no_grad()
+def denoise(
+    loaded: Loaded, images: ImageSet, *, noise: float = 0.0, seed: int = 0, resize: bool = False,
+    overlap: float = 0.5, batch_size: int = 64, workers: int | None = None, strict: bool = True,
+    progress: Progress | None = None,
+) -> Iterator[Denoised]:  # fmt: skip
+    """Each image through the model at its own size: model-sized images in batches, others in tiles.
+
+    Colour images go through a 1-channel model channel by channel; grey ones through a 3-channel
+    model as grey RGB. With resize=True, images are resized to the model's size instead of tiled.
+    """
+    cfg = loaded.config
+    for batch in _batches(loaded, images, batch_size, workers, True, strict, progress or Progress(), native=True):
+        inputs = []
+        for x, i in zip(batch.pixels, batch.index.tolist()):
+            x = to_size(x, cfg.image_size) if resize else x
+            inputs.append(add_noise(x, noise, seed, i) if noise > 0 else x)
+        fitted = [_fit_channels(x, cfg.channels) for x in inputs]
+        direct = [n for n, f in enumerate(fitted) if f.shape[-2:] == (cfg.image_size, cfg.image_size)]
+        outputs: dict[int, torch.Tensor] = {}
+        if direct:  # model-sized images share forward passes
+            stacked = torch.cat([fitted[n] for n in direct])
+            results = torch.cat([loaded(stacked[s : s + batch_size]) for s in range(0, len(stacked), batch_size)])
+            offsets = np.cumsum([0] + [len(fitted[n]) for n in direct])
+            for k, n in enumerate(direct):
+                outputs[n] = results[offsets[k] : offsets[k + 1]]
+        for n, f in enumerate(fitted):
+            if n not in outputs:
+                outputs[n] = torch.stack(
+                    [apply_tiled(loaded, piece, cfg.image_size, overlap, batch_size) for piece in f]
+                )
+        for n, (x, i) in enumerate(zip(inputs, batch.index.tolist())):
+            yield Denoised(i, x, _unfit_channels(outputs[n], x.shape[0]))
+
+
+def _fit_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """(C, H, W) to a batch the model takes: (1, channels, H, W), or (C, 1, H, W) channel by channel."""
+    if x.shape[0] == channels:
+        return x[None]
+    if channels == 1:
+        return x[:, None]
+    return to_channels(x, channels)[None]
+
+
+def _unfit_channels(y: torch.Tensor, channels: int) -> torch.Tensor:
+    """The model's output batch back to one (channels, H, W) image."""
+    if y.shape[0] == 1 and y.shape[1] == channels:
+        return y[0]
+    if y.shape[1] == 1:
+        return y[:, 0]
+    return y[0].mean(0, keepdim=True)  # a grey image went through a colour model
+
+
+def latent_gaussian(loaded: Loaded) -> tuple[np.ndarray, np.ndarray, str]:
+    """Mean, a matrix L with L Lᵀ = covariance, and where they came from, for sampling."""
+    d = loaded.config.latent_dim
+    if loaded.config.variant == "vae":
+        return np.zeros(d), np.eye(d), "the VAE's prior N(0, I)"
+    stats = loaded.file.latent_stats
+    if not stats:
+        raise AecliError(
+            f"{loaded.file.path} stores no latent statistics to sample from (trained without validation data?)"
+        )
+    mean, cov = np.asarray(stats["mean"]), np.asarray(stats["cov"])
+    values, vectors = np.linalg.eigh((cov + cov.T) / 2)
+    factor = vectors * np.sqrt(np.clip(values, 0, None))
+    return mean, factor, f"a Gaussian fitted to {stats['n']} {stats['split']} latents (not a generative model)"
+
+
+@torch.no_grad()
+def sample(loaded: Loaded, n: int, *, temperature: float = 1.0, seed: int = 0) -> tuple[torch.Tensor, str]:
+    """n images decoded from z = mean + L·ε·temperature, ε ~ N(0, I) drawn from `seed`; and the source."""
+    loaded.require_decoder()
+    mean, factor, source = latent_gaussian(loaded)
+    eps = torch.randn(n, len(mean), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    z = torch.as_tensor(mean) + temperature * eps @ torch.as_tensor(factor).T
+    return torch.cat(list(decode(loaded, z.float().numpy()))), source
+
+
+def first_image(spec: str) -> torch.Tensor:
+    """The first image an input names (a file, or the first row of an array), at its own size."""
+    from aecli.data import open_inputs
+
+    images = open_inputs([spec])
+    batch = images.load(np.array([0]), None, None)
+    if batch.error or not batch.pixels:
+        raise InputError(batch.error or f"{spec}: cannot read the image")
+    return batch.pixels[0]
+
+
+@torch.no_grad()
+def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+    """Decoded points on the straight line between the latents of images a and b, ends included."""
+    loaded.require_decoder()
+    cfg = loaded.config
+    pair = torch.stack([to_size(to_channels(x, cfg.channels), cfg.image_size) for x in (a, b)])
+    with runtime.autocast(loaded.device):
+        za, zb = loaded.model.encode(pair.to(loaded.device)).float().cpu()
+    t = torch.linspace(0, 1, steps)[:, None]
+    return torch.cat(list(decode(loaded, ((1 - t) * za + t * zb).numpy())))
+
+
+class References:
+    """Clean references for evaluation: files below a directory matched by relative path
+    (any image suffix), or another input set (a dataset, an array) matched by position."""
+
+    def __init__(self, spec: str, images: ImageSet):
+        from aecli.data import open_inputs
+
+        self.spec, self.images = spec, images
+        self.root = Path(spec).expanduser() if Path(spec).expanduser().is_dir() else None
+        self.others = None if self.root else open_inputs([spec])
+        if self.others is not None and len(self.others) != len(images):
+            raise InputError(f"--reference {spec} holds {len(self.others)} images, the inputs {len(images)}")
+
+    def get(self, i: int, like: torch.Tensor) -> torch.Tensor:
+        """Image i's reference as the output `like` is: same channels; the same size, or an error."""
+        if self.others is not None:
+            ref = self.others.load(np.array([i]), None, None).pixels
+            if not ref:
+                raise InputError(f"--reference {self.spec}: cannot read its image #{i}")
+            ref, name = ref[0], self.others.name(i)
+        else:
+            name = self._find(i)
+            ref = read_image(name)
+            ref = ref[: ref.shape[0] - 1] if ref.shape[0] in (2, 4) else ref
+        ref = to_channels(ref, like.shape[0])
+        if ref.shape[-2:] != like.shape[-2:]:
+            h, w = ref.shape[-2:]
+            raise InputError(
+                f"reference {name} is {w}x{h}, the output for {self.images.name(i)} {like.shape[-1]}x{like.shape[-2]}"
+            )
+        return ref
+
+    def _find(self, i: int) -> Path:
+        rel = self.images.relative(i)
+        for candidate in [rel, *(rel.with_suffix(s) for s in sorted(IMAGE_SUFFIXES))]:
+            if (self.root / candidate).is_file():
+                return self.root / candidate
+        raise InputError(
+            f"no reference for {self.images.name(i)} in {self.root} (looked for {rel} with any image suffix)"
+        )
