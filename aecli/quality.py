@@ -31,12 +31,13 @@ def _window(size: int, sigma: float, channels: int, device: torch.device) -> tor
 def ssim_map(x: torch.Tensor, reference: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Local SSIM of (B, C, H, W) images, (B, C, H', W') over the valid window positions.
 
-    Images smaller than the window use a window as large as they are.
+    Images smaller than the window use a window as large as they are. Computed in float64:
+    variances are differences of nearly equal sums, which float32 rounds visibly.
     """
-    x, y = x.float(), reference.float()
+    x, y = x.double(), reference.double()
     window = min(window, x.shape[-1], x.shape[-2])
     window -= 1 - window % 2  # odd, so the window has a centre
-    w = _window(window, sigma, x.shape[1], x.device)
+    w = _window(window, sigma, x.shape[1], x.device).double()
 
     def blur(t: torch.Tensor) -> torch.Tensor:
         return F.conv2d(t, w, groups=x.shape[1])
@@ -50,7 +51,7 @@ def ssim_map(x: torch.Tensor, reference: torch.Tensor, window: int = 11, sigma: 
 
 def ssim(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Mean SSIM per image, (B,): 1 for identical images."""
-    return ssim_map(x, reference).flatten(1).mean(1)
+    return ssim_map(x, reference).flatten(1).mean(1).float()
 
 
 class QualityReport:

@@ -203,6 +203,8 @@ def fit(
             if isinstance(images, Patches):
                 images.epoch = -1  # the same validation patches every epoch
             val_loss, calibration, latents = validate(model, images, split.val, config, tc, device)
+            if epoch + 1 == tc.epochs and len(split.train) > 1:
+                latents = training_latents(model, images, split.train, config, tc, device)
             history.epochs = epoch + 1
             history.train_loss.append(_round(float(total) / max(count, 1)))
             if val_loss is not None:
@@ -264,6 +266,29 @@ def validate(model, images: ImageSet, rows: np.ndarray, config: ModelConfig, tc:
     z_np = torch.cat(zs).numpy()
     val_loss = sum(losses) / n if split == "validation" else None
     return val_loss, calib.calibration(errors_np, split), calib.latent_stats(z_np, split)
+
+
+LATENT_FIT_LIMIT = 20_000  # enough for a 32-d mean and covariance; bounds the extra pass
+
+
+@torch.no_grad()
+def training_latents(model, images, rows: np.ndarray, config: ModelConfig, tc: TrainConfig, device: torch.device):
+    """Latent mean and covariance over the training images (evenly thinned to LATENT_FIT_LIMIT).
+
+    Run once, after the last epoch: what `ae sample` draws from for plain and denoising models,
+    and what latent-space anomaly scores measure distance to.
+    """
+    if len(rows) > LATENT_FIT_LIMIT:
+        rows = rows[np.linspace(0, len(rows) - 1, LATENT_FIT_LIMIT).astype(np.int64)]
+    model.eval()
+    zs = []
+    loader = stream(images, batch_indices(rows, tc.batch_size), config.channels, config.image_size, workers=tc.workers, resize=tc.resize, strict=tc.strict)
+    for batch in loader:
+        if len(batch.pixels):
+            with runtime.autocast(device):
+                zs.append(model.encode(runtime.to_device(batch.pixels, device)).float().cpu())
+    model.train()
+    return calib.latent_stats(torch.cat(zs).numpy(), "train") if zs else None
 
 
 def _round(value: float) -> float:

@@ -72,3 +72,23 @@ def npy_file(tmp_path) -> Path:
 @pytest.fixture
 def idx_file(tmp_path) -> Path:
     return write_idx(tmp_path / "blobs-idx3-ubyte.gz", blobs(24))
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny trained models, made once per session: ae and vae (conv), dae (unet denoiser)."""
+    root = tmp_path_factory.mktemp("models")
+    np.save(root / "blobs.npy", blobs(48))
+    runner = CliRunner()
+    recipes = {
+        "ae": ["--variant", "ae"],
+        "vae": ["--variant", "vae"],
+        "dae": ["--variant", "denoising", "--sigma", "0.1"],
+    }
+    paths = {}
+    for name, flags in recipes.items():
+        paths[name] = root / f"{name}.safetensors"
+        args = ["train", str(root / "blobs.npy"), *flags, "--epochs", "3", "--batch-size", "8", "-o", str(paths[name]), "-q"]
+        result = runner.invoke(app, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+    return paths

@@ -25,7 +25,7 @@ def test_python_m_aecli_runs_the_cli():
 def test_help_lists_the_commands(run):
     result = run("--help")
     assert result.exit_code == 0
-    for name in ("train", "info"):
+    for name in ("train", "encode", "decode", "denoise", "sample", "info"):
         assert name in result.stdout
 
 
