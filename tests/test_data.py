@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aecli.data import batch_indices, open_inputs, stream
-from aecli.data import named
+from aecli.data import batch_indices, named, open_inputs, stream
 from aecli.errors import InputError
 from tests.conftest import blobs, write_idx, write_pngs
 
