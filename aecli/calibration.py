@@ -10,15 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 QUANTILE_POINTS = 1001  # the quantile function at 0, 0.1 %, ..., 100 %: any --fpr down to 0.001
-
-
-def image_errors(x: torch.Tensor, recon: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image mean squared and mean absolute pixel error, (B,) each."""
-    diff = (recon.float() - x.float()).flatten(1)
-    return {"mse": diff.pow(2).mean(1), "mae": diff.abs().mean(1)}
 
 
 def _round(values: np.ndarray | float, digits: int = 6) -> Any:

@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 import typer
 
 from aecli import __version__
-from aecli.errors import AecliError, UsageError
+from aecli.errors import AecliError, InputError, UsageError
 
 app = typer.Typer(
     name="ae",
@@ -471,7 +471,9 @@ def denoise(
             guard_inputs(directory, images.directories, files, targets[name], overwrite)
     loaded = infer.load_model(model, device)
     if loaded.config.variant != "denoising":
-        say.warn(f"{model} (variant {loaded.config.variant}) was not trained to denoise: its output is a reconstruction")
+        say.warn(
+            f"{model} (variant {loaded.config.variant}) was not trained to denoise: its output is a reconstruction"
+        )
     references = infer.References(reference, images) if reference else None
     quality, shown, count = QualityReport(), [], 0
     with StreamProgress(say, "denoise") as progress:
@@ -557,6 +559,161 @@ def sample(
     if grid:
         save_grid(grid, images, nrow)
     say.info(f"drew {what}" + (f" to {out}/" if out else "") + (f"; grid: {grid}" if grid else ""))
+
+
+@command()
+def score(
+    inputs: Inputs = None,
+    model: ModelPath = ...,
+    metric: Annotated[
+        str, typer.Option("--metric", help="mse, mae, bce, ssim, latent, combined, or elbo (VAE).")
+    ] = "mse",
+    threshold: Annotated[
+        str, typer.Option("--threshold", help="auto (model calibration at --fpr), a number, or a percentile like p95.")
+    ] = "auto",
+    fpr: Annotated[float, typer.Option("--fpr", help="auto: false-positive rate on normal images.")] = 0.01,
+    contamination: Annotated[
+        Optional[float], typer.Option("--contamination", help="Flag this fraction of the scored set, the highest.")
+    ] = None,
+    fmt: Annotated[
+        Optional[str],
+        typer.Option("--format", help="table, csv, jsonl or json.", show_default="table on a terminal, else csv"),
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("-o", "--out", help="Write the scores to FILE instead of stdout.")
+    ] = None,
+    top: Annotated[Optional[int], typer.Option("--top", min=1, help="List only the K highest scores.")] = None,
+    fail_on_anomaly: Annotated[
+        bool, typer.Option("--fail-on-anomaly", help="Exit 3 when any image is flagged (for cron and CI).")
+    ] = False,
+    maps: Annotated[
+        Optional[Path],
+        typer.Option("--maps", help="Directory for heatmaps of flagged images (input, reconstruction, error)."),
+    ] = None,
+    maps_all: Annotated[bool, typer.Option("--maps-all", help="With --maps: a heatmap for every image.")] = False,
+    labels: Annotated[
+        Optional[str],
+        typer.Option(
+            "--labels", help="Evaluate: folders (good/ or normal/ is normal), class=K (dataset labels), or FILE.csv."
+        ),
+    ] = None,
+    batch_size: BatchSize = 256,
+    device: Device = None,
+    workers: Workers = None,
+    files_from: FilesFrom = None,
+    skip_bad: SkipBad = False,
+    quiet: Quiet = False,
+) -> None:
+    """Score images for anomaly (higher: more anomalous) and flag those above a threshold.
+
+    Exit status: 0, or 3 with --fail-on-anomaly when anything is flagged.
+
+    \b
+    Examples:
+      ae score ./incoming -m ae.safetensors
+      ae score ./incoming -m ae.safetensors --format jsonl > scores.jsonl
+      ae score ./test -m ae.safetensors --labels folders --maps maps/
+      ae score ./incoming -m ae.safetensors --contamination 0.05 --fail-on-anomaly
+    """
+    from aecli import infer, thresholds
+    from aecli.data import open_inputs
+    from aecli.files import atomic_output
+    from aecli.score import assess
+    from aecli.tabular import records_text
+    from aecli.ui import Messages, StreamProgress, print_evaluation, print_table, score_table
+
+    say = Messages(quiet)
+    spec = thresholds.parse(threshold)
+    fmt = fmt or ("table" if out is None and sys.stdout.isatty() else "csv")
+    if fmt not in ("table", "csv", "jsonl", "json"):
+        raise UsageError(f"unknown format '{fmt}' (use table, csv, jsonl or json)")
+    if maps_all and not maps:
+        raise UsageError("--maps-all needs --maps DIR")
+    _outputs(out)
+    images = open_inputs(inputs or [], files_from)
+    truth = None
+    if labels:
+        from aecli.labels import labels_for
+
+        truth = labels_for(images, labels)
+    loaded = infer.load_model(model, device)
+    if loaded.config.arch == "unet":
+        say.warn(f"{model} is a unet: its skip connections reconstruct anomalies too; --arch conv models score better")
+    options = dict(batch_size=batch_size, workers=workers, strict=not skip_bad)
+    with StreamProgress(say, "score") as progress:
+        result = assess(
+            loaded, images, metric=metric, threshold=spec, fpr=fpr, contamination=contamination, labels=truth,
+            progress=progress, **options,
+        )  # fmt: skip
+    records = result.records(top)
+    if fmt == "table" and out is None:
+        print_table(score_table(records))
+    elif out is None:
+        sys.stdout.writelines(records_text(records, "csv" if fmt == "table" else fmt))
+    else:
+        with atomic_output(out) as f:
+            for line in records_text(records, "csv" if fmt == "table" else fmt):
+                f.write(line.encode())
+    n, flagged = len(result.flagged), int(result.flagged.sum())
+    say.info(f"{metric} threshold {result.threshold.value:.6g} ({result.threshold.how})")
+    say.info(
+        f"flagged {flagged} of {n} images ({flagged / max(n, 1):.1%})"
+        + (f"; {result.scores.skipped} unreadable skipped" if result.scores.skipped else "")
+    )
+    if result.evaluation is not None:
+        print_evaluation(result.evaluation, result.threshold.value)
+    if maps:
+        from aecli.heatmaps import write_maps
+
+        rows = result.scores.index if maps_all else result.scores.index[result.flagged]
+        written = write_maps(loaded, images, rows, maps, **options)
+        say.info(f"heatmaps: {written} in {maps}/")
+    if fail_on_anomaly and flagged:
+        raise typer.Exit(3)
+
+
+@command()
+def calibrate(
+    inputs: Inputs = None,
+    model: ModelPath = ...,
+    out: Annotated[
+        Optional[Path], typer.Option("-o", "--out", help="Write a calibrated copy here instead of updating MODEL.")
+    ] = None,
+    batch_size: BatchSize = 256,
+    device: Device = None,
+    workers: Workers = None,
+    files_from: FilesFrom = None,
+    skip_bad: SkipBad = False,
+    quiet: Quiet = False,
+) -> None:
+    """Refit a model's auto threshold on known-normal images, without retraining.
+
+    The model file's calibration (every metric's score distribution) is replaced atomically.
+
+    \b
+    Examples:
+      ae calibrate ./known_good -m ae.safetensors
+      ae calibrate ./known_good -m ae.safetensors -o ae-site2.safetensors
+    """
+    from aecli import infer, modelfile
+    from aecli.data import open_inputs
+    from aecli.score import calibrate_from, score
+    from aecli.ui import Messages, StreamProgress
+
+    say = Messages(quiet)
+    if out is not None:
+        modelfile.check_replaceable(out)
+    _outputs(out or model)
+    images = open_inputs(inputs or [], files_from)
+    loaded = infer.load_model(model, device)
+    with StreamProgress(say, "calibrate") as progress:
+        scores = score(loaded, images, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress)
+    if len(scores.index) < 2:
+        raise InputError(f"calibration needs at least 2 readable images, got {len(scores.index)}")
+    record = calibrate_from(scores.values, f"calibrate {images.description}")
+    modelfile.replace_calibration(model, record, out)
+    p99 = record["metrics"]["mse"]["p99"]
+    say.info(f"calibrated {out or model} on {len(scores.index)} images ({images.description}); mse p99 {p99:.6g}")
 
 
 @command()

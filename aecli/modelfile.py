@@ -184,7 +184,10 @@ def load(path: Path, with_optimizer: bool = False) -> ModelFile:
         config = model_config_from_json(metadata["model_config"])
         train_config = train_config_from_json(metadata["train_config"]) if "train_config" in metadata else None
         model = create_model(config)
-        extras = {k: json.loads(metadata[k]) if k in metadata else None for k in ("training", "calibration", "latent_stats", "optimizer")}
+        extras = {
+            k: json.loads(metadata[k]) if k in metadata else None
+            for k in ("training", "calibration", "latent_stats", "optimizer")
+        }
     except (ValueError, TypeError, KeyError) as e:
         raise ModelFileError(f"{path}: damaged aecli metadata ({e})") from None
     except Exception as e:  # a config the model classes reject (e.g. negative sizes)
@@ -205,7 +208,27 @@ def load(path: Path, with_optimizer: bool = False) -> ModelFile:
             "position": extras["optimizer"]["position"],
         }
     model.eval()
-    return ModelFile(path, model, config, train_config, extras["training"], extras["calibration"], extras["latent_stats"], optimizer)
+    return ModelFile(
+        path, model, config, train_config, extras["training"], extras["calibration"], extras["latent_stats"], optimizer
+    )
+
+
+def replace_calibration(path: Path, calibration: dict[str, Any], out: Path | None = None) -> None:
+    """Write the model file (or a copy at `out`) with a new calibration; all else byte for byte.
+
+    The new file is written beside the target and renamed over it, so a crash leaves the old one.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save as to_bytes
+
+    metadata, _ = read_metadata(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except Exception as e:
+        raise ModelFileError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
+    metadata["calibration"] = json.dumps(calibration, separators=(",", ":"))
+    write_bytes_atomic(Path(out or path), to_bytes(tensors, metadata=metadata))
 
 
 def _load_weights(path: Path, model: nn.Module, weights: dict[str, torch.Tensor]) -> None:

@@ -36,3 +36,14 @@ def _clean(value: Any) -> Any:
 
 def json_line(record: dict[str, Any]) -> str:
     return json.dumps({k: _clean(v) for k, v in record.items()}) + "\n"
+
+
+def records_text(records: list[dict[str, Any]], fmt: str) -> Iterable[str]:
+    """Records as csv (header from the first), jsonl, or one json array."""
+    if fmt == "json":
+        yield json.dumps([{k: _clean(v) for k, v in r.items()} for r in records], indent=1) + "\n"
+    elif fmt == "jsonl":
+        yield from (json_line(r) for r in records)
+    else:
+        columns = list(records[0]) if records else ["path", "score", "threshold", "anomalous"]
+        yield from csv_lines(columns, ([r.get(c) for c in columns] for r in records))

@@ -26,6 +26,7 @@ from aecli.data import ImageSet, batch_indices, stream
 from aecli.data.patches import Patches
 from aecli.errors import Interrupted, UsageError
 from aecli.models import create_model
+from aecli.score import LatentGaussian, calibrate_from, image_scores
 
 
 class Callbacks:
@@ -95,7 +96,9 @@ def resume_settings(previous: modelfile.ModelFile, overrides: dict[str, Any]) ->
             continue
         stored = getattr(previous.config, key, getattr(train, key, None))
         if value != stored:
-            raise UsageError(f"--resume continues {previous.path} as it was trained; {key} cannot change ({stored} there)")
+            raise UsageError(
+                f"--resume continues {previous.path} as it was trained; {key} cannot change ({stored} there)"
+            )
     train = dataclasses.replace(
         train, **{k: overrides[k] for k in ("epochs", "device", "workers") if overrides.get(k) is not None}
     )
@@ -122,7 +125,9 @@ def fit(
     config = resume.config if resume else model_config_for(images, settings.model, tc.strict)
     split = Split.make(len(images), tc.val_split, tc.seed, group=tc.patches_per_image if tc.patch_size else 1)
     if len(split.train) == 0:
-        raise UsageError(f"{images.description}: {len(images)} image(s) leave none to train on after the validation split")
+        raise UsageError(
+            f"{images.description}: {len(images)} image(s) leave none to train on after the validation split"
+        )
 
     model = create_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
@@ -202,9 +207,10 @@ def fit(
             first_step = 0
             if isinstance(images, Patches):
                 images.epoch = -1  # the same validation patches every epoch
-            val_loss, calibration, latents = validate(model, images, split.val, config, tc, device)
-            if epoch + 1 == tc.epochs and len(split.train) > 1:
-                latents = training_latents(model, images, split.train, config, tc, device)
+            fitted = None
+            if epoch + 1 == tc.epochs and len(split.train) > 1:  # once, at the end: the Gaussian to keep
+                fitted = training_latents(model, images, split.train, config, tc, device)
+            val_loss, calibration, latents = validate(model, images, split.val, config, tc, device, fitted)
             history.epochs = epoch + 1
             history.train_loss.append(_round(float(total) / max(count, 1)))
             if val_loss is not None:
@@ -236,36 +242,54 @@ def learning_rate(tc: TrainConfig, step: int, total: int) -> float:
 
 
 @torch.no_grad()
-def validate(model, images: ImageSet, rows: np.ndarray, config: ModelConfig, tc: TrainConfig, device: torch.device):
-    """Validation loss, calibration errors and latent statistics in one pass over held-out images.
+def validate(
+    model, images: ImageSet, rows: np.ndarray, config: ModelConfig, tc: TrainConfig, device: torch.device,
+    latent_stats: dict[str, Any] | None = None,
+):  # fmt: skip
+    """Validation loss, calibration of every anomaly metric, and latent statistics, in one pass.
 
-    With no validation split, calibration falls back to the training images (marked as such).
+    Latent distances are measured to `latent_stats` (the training latents, after the last
+    epoch), else to the validation latents themselves. With no validation split, calibration
+    falls back to the training images (marked as such).
     """
     split = "validation"
     if len(rows) == 0:
         split, rows = "train", np.arange(len(images))
     model.eval()
-    losses, errors, zs = [], {"mse": [], "mae": []}, []
+    gaussian = LatentGaussian(latent_stats) if latent_stats else None
+    losses, raw, zs = [], {}, []
     torch.manual_seed(runtime.step_seed(tc.seed, -1, 0))  # the same noise for every epoch's val loss
-    loader = stream(images, batch_indices(rows, tc.batch_size), config.channels, config.image_size, workers=tc.workers, resize=tc.resize, strict=tc.strict)
+    loader = stream(
+        images,
+        batch_indices(rows, tc.batch_size),
+        config.channels,
+        config.image_size,
+        workers=tc.workers,
+        resize=tc.resize,
+        strict=tc.strict,
+    )
     for batch in loader:
         if not len(batch.pixels):
             continue
         x = runtime.to_device(batch.pixels, device)
         with runtime.autocast(device):
             losses.append(float(model.training_loss(x)) * len(x))
-            recon, z = model.analyse(x)
-        for name, values in calib.image_errors(x, recon).items():
-            errors[name].append(values.cpu())
+            scores, _, z = image_scores(model, x, gaussian)
+        for name, values in scores.items():
+            raw.setdefault(name, []).append(values)
         zs.append(z.cpu())
     model.train()
     if not zs:
-        return None, None, None
+        return None, None, latent_stats
     n = sum(len(z) for z in zs)
-    errors_np = {k: torch.cat(v).numpy() for k, v in errors.items()}
-    z_np = torch.cat(zs).numpy()
+    values = {k: torch.cat(v).numpy() for k, v in raw.items()}
+    if latent_stats is None:
+        z_all = torch.cat(zs)
+        latent_stats = calib.latent_stats(z_all.numpy(), split)
+        if latent_stats is not None:
+            values["latent"] = LatentGaussian(latent_stats).distance(z_all).numpy()
     val_loss = sum(losses) / n if split == "validation" else None
-    return val_loss, calib.calibration(errors_np, split), calib.latent_stats(z_np, split)
+    return val_loss, calibrate_from(values, split), latent_stats
 
 
 LATENT_FIT_LIMIT = 20_000  # enough for a 32-d mean and covariance; bounds the extra pass
@@ -282,7 +306,15 @@ def training_latents(model, images, rows: np.ndarray, config: ModelConfig, tc: T
         rows = rows[np.linspace(0, len(rows) - 1, LATENT_FIT_LIMIT).astype(np.int64)]
     model.eval()
     zs = []
-    loader = stream(images, batch_indices(rows, tc.batch_size), config.channels, config.image_size, workers=tc.workers, resize=tc.resize, strict=tc.strict)
+    loader = stream(
+        images,
+        batch_indices(rows, tc.batch_size),
+        config.channels,
+        config.image_size,
+        workers=tc.workers,
+        resize=tc.resize,
+        strict=tc.strict,
+    )
     for batch in loader:
         if len(batch.pixels):
             with runtime.autocast(device):

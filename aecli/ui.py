@@ -175,6 +175,34 @@ def print_quality(summary: dict[str, float], count: int, noise: float) -> None:
     print_table(table)
 
 
+def score_table(records: list[dict[str, Any]]) -> Table:
+    """`ae score` on a terminal: one row per image, anomalies in bold red."""
+    table = Table(box=None, pad_edge=False)
+    table.add_column("path", overflow="fold")
+    table.add_column("score", justify="right")
+    table.add_column("anomalous")
+    labelled = bool(records) and "label" in records[0]
+    if labelled:
+        table.add_column("label")
+    for r in records:
+        cells = [r["path"], f"{r['score']:.5g}", "yes" if r["anomalous"] else "no"]
+        if labelled:
+            cells.append("anomalous" if r["label"] else "normal")
+        table.add_row(*cells, style="bold red" if r["anomalous"] else None)
+    return table
+
+
+def print_evaluation(evaluation, threshold: float) -> None:
+    """Label evaluation on stderr: the data on stdout stays one row per image."""
+    e = evaluation
+    err.print(
+        f"labels: {e.normal} normal, {e.anomalous} anomalous; AUROC {e.auroc:.4f}, average precision "
+        f"{e.average_precision:.4f}, F1 {e.f1:.4f} at threshold {threshold:.6g}; best F1 {e.best_f1:.4f} "
+        f"at threshold {e.best_threshold:.6g}",
+        markup=False, soft_wrap=True,
+    )  # fmt: skip
+
+
 def print_table(table: Table) -> None:
     Console(highlight=False).print(table)
 

@@ -7,8 +7,9 @@ resolution, a DataLoader (with --workers 2, two decoding processes) and its outp
 
     python benchmarks/stream_encode.py [--rounds 3] [--quick] [--workdir DIR] [--keep]
 
-Prints the medians of interleaved rounds and the ratios ae/bare (target: <= 1.15) and
-workers 2/workers 0 (target: < 1), checks ae's latents equal the bare loop's, then reports the
+Prints the medians of interleaved rounds (wall time, and CPU time, which other load on a shared
+machine moves less) and the ratios ae/bare (target: <= 1.15) and workers 2/workers 0
+(target: < 1), checks ae's latents equal the bare loop's, then reports the
 peak RSS of `ae encode` on 10,000 and 100,000 PNGs (target: flat, under 1.5 GB); --quick
 skips the 100,000.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -84,11 +86,15 @@ def write_pngs(images: torch.Tensor, directory: Path, shift: int = 0) -> None:
         (directory / f"{i:05d}.png").write_bytes(encode_png(pixels).numpy().tobytes())
 
 
-def run(*command: str | Path, cwd: Path) -> float:
-    """Wall time of a new process, as a user would start it."""
+def run(*command: str | Path, cwd: Path) -> tuple[float, float]:
+    """Wall time of a new process, as a user would start it, and the CPU seconds it and its workers
+    used: on a shared machine the CPU time moves less with other people's load than the wall time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([str(c) for c in command], cwd=cwd, check=True)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def ae(*args: str | Path) -> list[str | Path]:
@@ -136,11 +142,15 @@ def measure(work: Path, args: argparse.Namespace) -> None:
     run(*sides["bare"], cwd=work)  # warm the page cache and the import caches before timing
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {k: [] for k in sides}
+    cpu: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(args.rounds):  # interleave, so drift on a busy machine hits every side
         for name, command in sides.items():
-            times[name].append(run(*command, cwd=work))
+            wall, used = run(*command, cwd=work)
+            times[name].append(wall)
+            cpu[name].append(used)
     load_after = os.getloadavg()
     bare, w0, w2 = (statistics.median(times[k]) for k in ("bare", "w0", "w2"))
+    cpu_bare, cpu_w0, cpu_w2 = (statistics.median(cpu[k]) for k in ("bare", "w0", "w2"))
 
     reference = np.load(work / "z_bare.npy")
     same = {k: np.allclose(np.load(work / f"z_{k}.npy"), reference, atol=1e-5) for k in ("w0", "w2")}
@@ -148,12 +158,16 @@ def measure(work: Path, args: argparse.Namespace) -> None:
     print(f"{len(images)} PNGs, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads per process")
     print(f"load average (1 min) before/after timing: {load_before[0]:.2f} / {load_after[0]:.2f}")
     print(f"median of {args.rounds} rounds, each side a new process:")
-    print(f"  bare loop                     : {bare:6.2f} s   {fmt_all(times['bare'])}")
+    print(f"  bare loop             : {bare:6.2f} s {fmt_all(times['bare'])}   CPU {cpu_bare:6.2f} s")
     print(
-        f"  ae encode --workers 0         : {w0:6.2f} s   {fmt_all(times['w0'])}   ae/bare {w0 / bare:.3f} (target <= 1.15)"
+        f"  ae encode --workers 0 : {w0:6.2f} s {fmt_all(times['w0'])}   CPU {cpu_w0:6.2f} s"
+        f"   ae/bare {w0 / bare:.3f} (target <= 1.15), CPU {cpu_w0 / cpu_bare:.3f}"
     )
-    print(f"  ae encode --workers 2         : {w2:6.2f} s   {fmt_all(times['w2'])}   ae/bare {w2 / bare:.3f}")
-    print(f"  workers 2 / workers 0         : {w2 / w0:.3f} (target < 1)")
+    print(
+        f"  ae encode --workers 2 : {w2:6.2f} s {fmt_all(times['w2'])}   CPU {cpu_w2:6.2f} s"
+        f"   ae/bare {w2 / bare:.3f}, CPU {cpu_w2 / cpu_bare:.3f}"
+    )
+    print(f"  workers 2 / workers 0 : {w2 / w0:.3f} (target < 1)")
     print(
         f"latents equal the bare loop's (allclose, {reference.shape}): workers 0 {same['w0']}, workers 2 {same['w2']}"
     )
@@ -164,7 +178,9 @@ def measure(work: Path, args: argparse.Namespace) -> None:
             for copy in range(10):
                 write_pngs(images, big / f"copy{copy}", shift=copy)
         rss["100k"] = big
-    print("peak RSS of ae encode (largest process; with --workers 2 the main process or a worker):")
+    print("peak RSS (largest process; with --workers 2 the main process or a worker):")
+    bare_peak = peak_rss_mib(sides["bare"], work)  # what torch and torchvision alone come to
+    print(f"   10k PNGs, bare loop  : {bare_peak:7.1f} MiB")
     try:
         for label, directory in rss.items():
             for workers in ("0", "2"):
@@ -174,7 +190,9 @@ def measure(work: Path, args: argparse.Namespace) -> None:
                 started = time.perf_counter()
                 peak = peak_rss_mib(command, work)
                 took = time.perf_counter() - started
-                print(f"  {label:>4} PNGs, --workers {workers}: {peak:7.1f} MiB   ({took:.1f} s)   target < 1536 MiB")
+                print(
+                    f"  {label:>4} PNGs, ae --workers {workers}: {peak:7.1f} MiB   ({took:.1f} s)   target < 1536 MiB"
+                )
     finally:
         if big.is_dir() and not args.keep:
             shutil.rmtree(big, ignore_errors=True)

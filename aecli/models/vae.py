@@ -26,10 +26,17 @@ class VariationalAutoencoder(Autoencoder):
         mu, _, skips = self.posterior(x)
         return mu, skips
 
-    def training_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Negative ELBO per image: summed pixel loss + beta * KL(q(z|x) || N(0, I))."""
+    def _negative_elbo(self, x: torch.Tensor, sample: bool) -> torch.Tensor:
+        """Per image: summed pixel loss + beta * KL(q(z|x) || N(0, I)); z drawn, or the mean."""
         mu, logvar, skips = self.posterior(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu  # reparameterisation
         recon = pixel_loss(self.net.decode(z, skips), x, self.config.loss).flatten(1).sum(1)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
-        return (recon + self.config.beta * kl).mean()
+        return recon + self.config.beta * kl
+
+    def training_loss(self, x: torch.Tensor) -> torch.Tensor:
+        return self._negative_elbo(x, sample=True).mean()
+
+    def negative_elbo(self, x: torch.Tensor) -> torch.Tensor:
+        """The anomaly score `elbo`: deterministic, with z at the posterior mean."""
+        return self._negative_elbo(x, sample=False)

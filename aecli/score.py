@@ -1,0 +1,210 @@
+"""Anomaly scores: one number per image, higher means more anomalous.
+
+Every metric comes from one pass of the model (`image_scores`), both when training calibrates
+a model file on held-out normal data and when `ae score` scores new images, so a threshold
+learnt on one side means the same on the other.
+
+  mse, mae, bce  mean per-pixel reconstruction error (for a denoiser: of its clean estimate)
+  ssim           1 - SSIM(input, reconstruction): structure rather than intensity
+  latent         squared Mahalanobis distance of the latent to the training latents' Gaussian
+  combined       mse and latent, each standardised by its calibration (median, MAD), summed
+  elbo           VAEs: negative ELBO with z at the posterior mean (deterministic)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aecli import runtime
+from aecli.data import ImageSet, batch_indices, stream
+from aecli.errors import UsageError
+from aecli.quality import ssim
+
+METRICS = ("mse", "mae", "bce", "ssim", "latent", "combined", "elbo")
+DEFAULT_METRIC = "mse"
+
+
+class LatentGaussian:
+    """The training latents' mean and (ridge-regularised) precision, for Mahalanobis distances."""
+
+    def __init__(self, stats: dict[str, Any]):
+        mean = np.asarray(stats["mean"], dtype=np.float64)
+        cov = np.asarray(stats["cov"], dtype=np.float64)
+        ridge = 1e-3 * max(np.trace(cov) / len(cov), 1e-12)  # a few latent axes barely vary: keep them finite
+        self.mean = torch.as_tensor(mean)
+        self.precision = torch.as_tensor(np.linalg.inv(cov + ridge * np.eye(len(cov))))
+
+    def distance(self, z: torch.Tensor) -> torch.Tensor:
+        d = z.double().cpu() - self.mean
+        return ((d @ self.precision) * d).sum(1).float()
+
+
+def image_scores(
+    model, x: torch.Tensor, gaussian: LatentGaussian | None
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Every raw metric for a batch (CPU tensors of shape (B,)), the reconstruction and the latent."""
+    recon, z = model.analyse(x)
+    recon, x = recon.float(), x.float()
+    diff = recon - x
+    scores = {
+        "mse": diff.pow(2).flatten(1).mean(1),
+        "mae": diff.abs().flatten(1).mean(1),
+        "bce": F.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x, reduction="none").flatten(1).mean(1),
+        "ssim": 1 - ssim(recon.cpu(), x.cpu()),  # float64 inside: CPU, where every backend has it
+    }
+    if gaussian is not None:
+        scores["latent"] = gaussian.distance(z)
+    if hasattr(model, "negative_elbo"):
+        scores["elbo"] = model.negative_elbo(x)
+    return {k: v.float().cpu() for k, v in scores.items()}, recon, z.float()
+
+
+def add_combined(scores: dict[str, np.ndarray], calibration: dict[str, Any] | None) -> None:
+    """`combined`, from mse and latent standardised by their calibration (median and MAD)."""
+    metrics = (calibration or {}).get("metrics", {})
+    if "latent" not in scores or not all(k in metrics for k in ("mse", "latent")):
+        return
+    total = np.zeros_like(scores["mse"], dtype=np.float64)
+    for name in ("mse", "latent"):
+        stats = metrics[name]
+        total += (scores[name] - stats["median"]) / max(stats["mad"], 1e-12)
+    scores["combined"] = total.astype(np.float32)
+
+
+@dataclass
+class Scores:
+    """One score per image that loaded, in input order, for every metric."""
+
+    values: dict[str, np.ndarray]
+    index: np.ndarray
+    sources: list[str]
+    skipped: int = 0
+    labels: np.ndarray | None = None  # 0 normal, 1 anomalous, when known
+
+    def of(self, metric: str) -> np.ndarray:
+        if metric not in self.values:
+            raise UsageError(_unavailable(metric))
+        return self.values[metric]
+
+
+def _unavailable(metric: str) -> str:
+    if metric == "elbo":
+        return "metric elbo needs a VAE model"
+    if metric in ("latent", "combined"):
+        return f"metric {metric} needs the latent statistics and calibration stored by `ae train` (retrain, or `ae calibrate`)"
+    return f"unknown metric '{metric}' (known: {', '.join(METRICS)})"
+
+
+def gaussian_of(loaded) -> LatentGaussian | None:
+    stats = loaded.file.latent_stats
+    return LatentGaussian(stats) if stats and stats.get("n", 0) > 1 else None
+
+
+@torch.no_grad()
+def score_batches(loaded, images: ImageSet, rows: np.ndarray, *, batch_size: int = 256, workers: int | None = None,
+                  resize: bool = True, strict: bool = True, progress=None) -> Iterator[tuple[Any, dict[str, torch.Tensor], torch.Tensor]]:  # fmt: skip
+    """(batch, raw scores, reconstructions) for the images at `rows`, in order."""
+    from aecli.infer import Progress
+
+    progress = progress or Progress()
+    cfg, gaussian = loaded.config, gaussian_of(loaded)
+    progress.start(len(rows))
+    loader = stream(
+        images,
+        batch_indices(rows, batch_size),
+        cfg.channels,
+        cfg.image_size,
+        workers=workers,
+        resize=resize,
+        strict=strict,
+    )
+    for batch in loader:
+        for message in batch.skipped:
+            progress.skipped(message)
+        progress.advance(len(batch.index) + len(batch.skipped))
+        if len(batch.index):
+            x = runtime.to_device(batch.pixels, loaded.device)
+            with runtime.autocast(loaded.device):
+                raw, recon, _ = image_scores(loaded.model, x, gaussian)
+            yield batch, raw, recon.cpu()
+
+
+def score(loaded, images: ImageSet, **options) -> Scores:
+    """Every metric for every image of the set; `combined` where the calibration allows it."""
+    collected: dict[str, list[torch.Tensor]] = {}
+    index, skipped = [], 0
+    for batch, raw, _ in score_batches(loaded, images, np.arange(len(images)), **options):
+        for name, values in raw.items():
+            collected.setdefault(name, []).append(values)
+        index.append(batch.index.numpy())
+        skipped += len(batch.skipped)
+    where = np.concatenate(index) if index else np.empty(0, np.int64)
+    values = {k: torch.cat(v).numpy() for k, v in collected.items()}
+    add_combined(values, loaded.file.calibration)
+    return Scores(values, where, [images.name(int(i)) for i in where], skipped)
+
+
+def calibrate_from(values: dict[str, np.ndarray], split: str) -> dict[str, Any]:
+    """A calibration record (see calibration.py) over every metric, `combined` included."""
+    from aecli import calibration as calib
+
+    record = calib.calibration({k: v for k, v in values.items() if k != "combined"}, split)
+    combined = dict(values)
+    add_combined(combined, record)
+    if "combined" in combined:
+        record["metrics"]["combined"] = calib.summarize(combined["combined"])
+    return record
+
+
+@dataclass
+class Assessment:
+    """What `ae score` reports: each image's score and verdict, the threshold and how it was chosen."""
+
+    metric: str
+    scores: Scores
+    threshold: Any  # thresholds.Threshold
+    flagged: np.ndarray  # bool, per scored image
+    labels: np.ndarray | None = None  # per scored image, when known
+    evaluation: Any = None  # metrics.Evaluation, when labels are known
+
+    def records(self, top: int | None = None) -> list[dict[str, Any]]:
+        """Rows of path, score, threshold, anomalous (and label), in input order or the top K."""
+        values = self.scores.of(self.metric)
+        order = range(len(values)) if top is None else np.argsort(-values, kind="stable")[:top]
+        rows = []
+        for k in order:
+            row = {
+                "path": self.scores.sources[k],
+                "score": float(values[k]),
+                "threshold": self.threshold.value,
+                "anomalous": bool(self.flagged[k]),
+            }
+            if self.labels is not None:
+                row["label"] = int(self.labels[k])
+            rows.append(row)
+        return rows
+
+
+def assess(
+    loaded, images: ImageSet, *, metric: str = DEFAULT_METRIC, threshold: str | float = "auto", fpr: float = 0.01,
+    contamination: float | None = None, labels: np.ndarray | None = None, **options,
+) -> Assessment:  # fmt: skip
+    """Score every image, choose the threshold, flag, and evaluate against labels if given."""
+    from aecli import metrics, thresholds
+
+    if metric not in METRICS:
+        raise UsageError(_unavailable(metric))
+    scores = score(loaded, images, **options)
+    values = scores.of(metric)
+    chosen = thresholds.choose(threshold, values, metric, loaded.file.calibration, fpr, contamination)
+    result = Assessment(metric, scores, chosen, values > chosen.value)
+    if labels is not None:
+        result.labels = np.asarray(labels)[scores.index]
+        result.evaluation = metrics.evaluate(values, result.labels, chosen.value)
+    return result
