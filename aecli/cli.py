@@ -710,7 +710,7 @@ def calibrate(
         scores = score(loaded, images, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress)
     if len(scores.index) < 2:
         raise InputError(f"calibration needs at least 2 readable images, got {len(scores.index)}")
-    record = calibrate_from(scores.values, f"calibrate {images.description}")
+    record = {**calibrate_from(scores.values, "calibration"), "source": images.description}
     modelfile.replace_calibration(model, record, out)
     p99 = record["metrics"]["mse"]["p99"]
     say.info(f"calibrated {out or model} on {len(scores.index)} images ({images.description}); mse p99 {p99:.6g}")

@@ -144,14 +144,10 @@ def best_of(grid, run, clean: np.ndarray) -> tuple[object, float, float, float]:
 
 
 def photos_case(args: argparse.Namespace, work: Path) -> None:
-    try:
-        import pywt  # noqa: F401  (estimate_sigma needs it)
-        from PIL import Image
-        from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-        from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, estimate_sigma
-    except ImportError:
-        print("the photos case needs scikit-image and PyWavelets: pip install scikit-image PyWavelets", file=sys.stderr)
-        sys.exit(2)
+    from PIL import Image
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, estimate_sigma
+
     tiles = photo_training_set(work / "photos-train")
     clean8 = grey_photo(TEST_PHOTO)
     rng = np.random.default_rng(0)
@@ -205,6 +201,16 @@ def photos_case(args: argparse.Namespace, work: Path) -> None:
     )
 
 
+def require_skimage() -> None:
+    """The photos case alone needs scikit-image (and PyWavelets, for estimate_sigma): say how to get them."""
+    try:
+        import pywt  # noqa: F401
+        import skimage  # noqa: F401
+    except ImportError:
+        print("the photos case needs scikit-image: pip install scikit-image PyWavelets", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=("fmnist", "photos", "all"), default="all")
@@ -213,13 +219,15 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=0.2, help="fmnist: noise std")
     parser.add_argument("--workdir", type=Path, help="keep data, models and reports here (default: a temp dir)")
     args = parser.parse_args()
+    if args.case in ("photos", "all"):
+        require_skimage()  # before any training, not after the Fashion-MNIST case
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        if args.case in ("photos", "all"):
-            photos_case(args, work)  # first: it exits early if scikit-image is missing
         if args.case in ("fmnist", "all"):
             fmnist_case(args, work)
+        if args.case in ("photos", "all"):
+            photos_case(args, work)
 
 
 if __name__ == "__main__":
