@@ -590,7 +590,9 @@ def score(
         Optional[Path],
         typer.Option("--maps", help="Directory for heatmaps of flagged images (input, reconstruction, error)."),
     ] = None,
-    maps_all: Annotated[bool, typer.Option("--maps-all", help="With --maps: a heatmap for every image.")] = False,
+    maps_all: Annotated[
+        bool, typer.Option("--maps-all", help="With --maps: a heatmap for every (listed) image.")
+    ] = False,
     labels: Annotated[
         Optional[str],
         typer.Option(
@@ -665,8 +667,7 @@ def score(
     if maps:
         from aecli.heatmaps import write_maps
 
-        rows = result.scores.index if maps_all else result.scores.index[result.flagged]
-        written = write_maps(loaded, images, rows, maps, **options)
+        written = write_maps(loaded, images, result.map_rows(top, maps_all), maps, **options)
         say.info(f"heatmaps: {written} in {maps}/")
     if fail_on_anomaly and flagged:
         raise typer.Exit(3)

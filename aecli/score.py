@@ -173,12 +173,22 @@ class Assessment:
     labels: np.ndarray | None = None  # per scored image, when known
     evaluation: Any = None  # metrics.Evaluation, when labels are known
 
+    def listed(self, top: int | None = None) -> np.ndarray:
+        """Positions (in scored order) of the rows to report: all in input order, or the top K."""
+        values = self.scores.of(self.metric)
+        return np.arange(len(values)) if top is None else np.argsort(-values, kind="stable")[:top]
+
+    def map_rows(self, top: int | None = None, every: bool = False) -> np.ndarray:
+        """Input positions that get a heatmap: the flagged (or every) image among those listed."""
+        listed = self.listed(top)
+        chosen = listed if every else listed[self.flagged[listed]]
+        return np.sort(self.scores.index[chosen])
+
     def records(self, top: int | None = None) -> list[dict[str, Any]]:
         """Rows of path, score, threshold, anomalous (and label), in input order or the top K."""
         values = self.scores.of(self.metric)
-        order = range(len(values)) if top is None else np.argsort(-values, kind="stable")[:top]
         rows = []
-        for k in order:
+        for k in self.listed(top):
             row = {
                 "path": self.scores.sources[k],
                 "score": float(values[k]),

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import fashion_mnist
+
 from aecli.config import ModelConfig
 from aecli.data import open_inputs
 from aecli.infer import load_model
