@@ -16,7 +16,7 @@ import torch
 
 from aecli import modelfile, runtime
 from aecli.config import ModelConfig
-from aecli.data import ImageSet, batch_indices, stream
+from aecli.data import Batch, ImageSet, batch_indices, stream
 from aecli.data.images import IMAGE_SUFFIXES, read_image, to_channels, to_size
 from aecli.errors import AecliError, InputError, UsageError
 from aecli.tiles import apply_tiled
@@ -66,15 +66,18 @@ def load_model(path: Path, device: str | None = None) -> Loaded:
     return Loaded(loaded, chosen)
 
 
-def _batches(
-    loaded: Loaded, images: ImageSet, batch_size: int, workers: int | None, resize: bool, strict: bool,
-    progress: Progress, native: bool = False,
-) -> Iterator:  # fmt: skip
-    """The set in order, in batches, with skipped images reported (fatal when strict)."""
-    cfg = loaded.config
-    progress.start(len(images))
+def batches(
+    loaded: Loaded, images: ImageSet, rows: np.ndarray | None = None, *, batch_size: int = 256,
+    workers: int | None = None, resize: bool = True, strict: bool = True, progress: Progress | None = None,
+    native: bool = False,
+) -> Iterator[Batch]:  # fmt: skip
+    """The images at `rows` (default: all) in order, in batches fitted to the model (or at their
+    own size and colour with native=True); skipped images are reported, fatal when strict."""
+    cfg, progress = loaded.config, progress or Progress()
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    progress.start(len(rows))
     loader = stream(
-        images, batch_indices(np.arange(len(images)), batch_size),
+        images, batch_indices(rows, batch_size),
         None if native else cfg.channels, None if native else cfg.image_size,
         workers=workers, resize=resize, strict=strict, pin_memory=loaded.device.type == "cuda",
     )  # fmt: skip
@@ -82,8 +85,7 @@ def _batches(
         for message in batch.skipped:
             progress.skipped(message)
         progress.advance(len(batch.index) + len(batch.skipped))
-        if len(batch.index):
-            yield batch
+        yield batch
 
 
 @dataclass
@@ -102,10 +104,13 @@ def encode(
     seed: int = 0, resize: bool = True, strict: bool = True, progress: Progress | None = None,
 ) -> Latents:  # fmt: skip
     """Latent vectors of every image; a VAE gives its posterior mean, or a draw with sample=True."""
-    progress = progress or Progress()
-    vectors, index, skipped = [], [], _Counter(progress)
+    vectors, index, skipped = [], [], 0
     generator = torch.Generator().manual_seed(seed)
-    for batch in _batches(loaded, images, batch_size, workers, resize, strict, skipped):
+    stream_options = dict(batch_size=batch_size, workers=workers, resize=resize, strict=strict, progress=progress)
+    for batch in batches(loaded, images, **stream_options):
+        skipped += len(batch.skipped)
+        if not len(batch.index):
+            continue
         x = runtime.to_device(batch.pixels, loaded.device)
         with runtime.autocast(loaded.device):
             if sample and hasattr(loaded.model, "posterior"):
@@ -119,24 +124,7 @@ def encode(
     width = loaded.config.latent_dim
     rows = np.concatenate(vectors) if vectors else np.empty((0, width), np.float32)
     where = np.concatenate(index) if index else np.empty(0, np.int64)
-    return Latents(rows.astype(np.float32), where, [images.name(int(i)) for i in where], skipped.count)
-
-
-class _Counter(Progress):
-    """Passes progress on and counts skipped images."""
-
-    def __init__(self, inner: Progress):
-        self.inner, self.count = inner, 0
-
-    def start(self, total: int) -> None:
-        self.inner.start(total)
-
-    def advance(self, count: int) -> None:
-        self.inner.advance(count)
-
-    def skipped(self, message: str) -> None:
-        self.count += 1
-        self.inner.skipped(message)
+    return Latents(rows.astype(np.float32), where, [images.name(int(i)) for i in where], skipped)
 
 
 @torch.no_grad()
@@ -181,7 +169,11 @@ def denoise(
     model as grey RGB. With resize=True, images are resized to the model's size instead of tiled.
     """
     cfg = loaded.config
-    for batch in _batches(loaded, images, batch_size, workers, True, strict, progress or Progress(), native=True):
+    for batch in batches(
+        loaded, images, batch_size=batch_size, workers=workers, strict=strict, progress=progress, native=True
+    ):
+        if not len(batch.index):
+            continue
         inputs = []
         for x, i in zip(batch.pixels, batch.index.tolist()):
             x = to_size(x, cfg.image_size) if resize else x

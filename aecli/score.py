@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from aecli import runtime
-from aecli.data import ImageSet, batch_indices, stream
+from aecli.data import ImageSet
 from aecli.errors import UsageError
 from aecli.quality import ssim
 
@@ -107,43 +107,32 @@ def gaussian_of(loaded) -> LatentGaussian | None:
 
 
 @torch.no_grad()
-def score_batches(loaded, images: ImageSet, rows: np.ndarray, *, batch_size: int = 256, workers: int | None = None,
-                  resize: bool = True, strict: bool = True, progress=None) -> Iterator[tuple[Any, dict[str, torch.Tensor], torch.Tensor]]:  # fmt: skip
-    """(batch, raw scores, reconstructions) for the images at `rows`, in order."""
-    from aecli.infer import Progress
+def score_batches(
+    loaded, images: ImageSet, rows: np.ndarray | None = None, **options
+) -> Iterator[tuple[Any, dict[str, torch.Tensor], torch.Tensor]]:
+    """(batch, raw scores, reconstructions) for the images at `rows`, in order; options as infer.batches."""
+    from aecli.infer import batches
 
-    progress = progress or Progress()
-    cfg, gaussian = loaded.config, gaussian_of(loaded)
-    progress.start(len(rows))
-    loader = stream(
-        images,
-        batch_indices(rows, batch_size),
-        cfg.channels,
-        cfg.image_size,
-        workers=workers,
-        resize=resize,
-        strict=strict,
-    )
-    for batch in loader:
-        for message in batch.skipped:
-            progress.skipped(message)
-        progress.advance(len(batch.index) + len(batch.skipped))
-        if len(batch.index):
-            x = runtime.to_device(batch.pixels, loaded.device)
-            with runtime.autocast(loaded.device):
-                raw, recon, _ = image_scores(loaded.model, x, gaussian)
-            yield batch, raw, recon.cpu()
+    gaussian = gaussian_of(loaded)
+    for batch in batches(loaded, images, rows, **options):
+        if not len(batch.index):  # every image of the batch was skipped
+            yield batch, {}, torch.empty(0)
+            continue
+        x = runtime.to_device(batch.pixels, loaded.device)
+        with runtime.autocast(loaded.device):
+            raw, recon, _ = image_scores(loaded.model, x, gaussian)
+        yield batch, raw, recon.cpu()
 
 
 def score(loaded, images: ImageSet, **options) -> Scores:
     """Every metric for every image of the set; `combined` where the calibration allows it."""
     collected: dict[str, list[torch.Tensor]] = {}
     index, skipped = [], 0
-    for batch, raw, _ in score_batches(loaded, images, np.arange(len(images)), **options):
+    for batch, raw, _ in score_batches(loaded, images, **options):
+        skipped += len(batch.skipped)
         for name, values in raw.items():
             collected.setdefault(name, []).append(values)
         index.append(batch.index.numpy())
-        skipped += len(batch.skipped)
     where = np.concatenate(index) if index else np.empty(0, np.int64)
     values = {k: torch.cat(v).numpy() for k, v in collected.items()}
     add_combined(values, loaded.file.calibration)

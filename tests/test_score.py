@@ -212,3 +212,12 @@ def test_threshold_rules_by_hand():
     calibration = {"split": "validation", "metrics": {"mse": {"n": 10, "quantiles": np.linspace(0, 10, 1001).tolist()}}}
     assert thresholds.choose("auto", scores, "mse", calibration, fpr=0.1).value == pytest.approx(9.0)
     assert thresholds.parse("0.5") == 0.5 and thresholds.parse("P95") == "p95"
+
+
+def test_an_unreadable_image_stops_scoring_unless_skipped(run, models, mvtec):
+    (mvtec / "good" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = run("score", mvtec, "-m", models["ae"], "-o", "s.csv")
+    assert result.exit_code == 1 and "broken.png" in result.stderr
+    result = run("score", mvtec, "-m", models["ae"], "--skip-bad")
+    assert result.exit_code == 0 and "1 unreadable skipped" in result.stderr
+    assert len(_rows(result.stdout)) == 8
