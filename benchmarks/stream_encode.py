@@ -180,7 +180,7 @@ def measure(work: Path, args: argparse.Namespace) -> None:
         rss["100k"] = big
     print("peak RSS (largest process; with --workers 2 the main process or a worker):")
     bare_peak = peak_rss_mib(sides["bare"], work)  # what torch and torchvision alone come to
-    print(f"   10k PNGs, bare loop  : {bare_peak:7.1f} MiB")
+    print(f"   10k PNGs, bare loop     : {bare_peak:7.1f} MiB")
     try:
         for label, directory in rss.items():
             for workers in ("0", "2"):

@@ -11,6 +11,12 @@ import torch.nn.functional as F
 
 from aecli.errors import InputError
 
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    # imported here, not at the first image: loader workers then inherit it instead of each
+    # importing torchvision while the main process waits for its first batch
+    from torchvision.io import ImageReadMode, decode_image
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as PIL's convert("L")
 
@@ -34,8 +40,6 @@ def read_image(path: Path) -> torch.Tensor:
     try:
         with warnings.catch_warnings():  # torchvision 0.29 warns that TorchCodec will take over
             warnings.simplefilter("ignore", DeprecationWarning)
-            from torchvision.io import ImageReadMode, decode_image
-
             pixels = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED)
     except (RuntimeError, ValueError):
         pixels = _read_with_pillow(path)

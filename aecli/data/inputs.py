@@ -147,7 +147,7 @@ class ImageSet:
                         raise
                     skipped.append(str(e))
                     continue
-                x = self._fit(x, channels, size, resize, str(part.paths[i - start]))
+                x = self._fit(x, channels, size, resize, part.paths[i - start])
                 pieces.append(x[None] if size else x)
                 kept.append(i)
         order = sorted(range(len(kept)), key=lambda n: position[kept[n]])
@@ -155,10 +155,12 @@ class ImageSet:
         if not size:
             return Batch([pieces[n] for n in order], index, skipped)
         pixels = torch.cat(pieces) if pieces else torch.empty(0, channels or 1, size, size)
-        return Batch(pixels[torch.tensor(order, dtype=torch.long)], index, skipped)
+        if order != list(range(len(order))):  # a copy of the whole batch, only when the order changed
+            pixels = pixels[torch.tensor(order, dtype=torch.long)]
+        return Batch(pixels, index, skipped)
 
     @staticmethod
-    def _fit(x: torch.Tensor, channels: int | None, size: int | None, resize: bool, name: str) -> torch.Tensor:
+    def _fit(x: torch.Tensor, channels: int | None, size: int | None, resize: bool, name: object) -> torch.Tensor:
         if size and not resize and tuple(x.shape[-2:]) != (size, size):
             h, w = x.shape[-2:]
             raise InputError(f"{name}: image is {w}x{h}, the model takes {size}x{size} (drop --no-resize to resize)")
