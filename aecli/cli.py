@@ -98,7 +98,11 @@ Device = Annotated[
     Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps (default: $AE_DEVICE, else auto).")
 ]
 Workers = Annotated[
-    Optional[int], typer.Option("--workers", help="Loader processes (default: 0 for arrays, a few for image files).")
+    Optional[int],
+    typer.Option(
+        "--workers",
+        help="Loader processes decoding images (default: 0 for arrays or on 2 cores or fewer, else up to 4).",
+    ),
 ]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress or messages on stderr; errors still show.")]
 

@@ -40,7 +40,9 @@ def test_encode_to_stdout_is_plain_npy_and_messages_go_to_stderr(run, models, np
 
 def test_encode_refuses_to_write_binary_to_a_terminal(models, npy_file):
     leader, follower = pty.openpty()
-    out = subprocess.run([*AE, "encode", str(npy_file), "-m", str(models["ae"])], stdout=follower, stderr=subprocess.PIPE, text=True)
+    out = subprocess.run(
+        [*AE, "encode", str(npy_file), "-m", str(models["ae"])], stdout=follower, stderr=subprocess.PIPE, text=True
+    )
     os.close(follower)
     os.close(leader)
     assert out.returncode == 2
@@ -150,3 +152,17 @@ def test_shell_pipelines_work_end_to_end(models, npy_file, tmp_path):
         shell=True, executable="/bin/bash", check=True,
     )  # fmt: skip
     assert Image.open(tmp_path / "g.png").size[0] > 16
+
+
+def test_worker_processes_give_the_same_rows_and_report_errors_in_one_line(run, models, png_dir):
+    assert run("encode", png_dir, "-m", models["ae"], "-o", "w0.npy", "--workers", "0", "-q").exit_code == 0
+    assert (
+        run(
+            "encode", png_dir, "-m", models["ae"], "-o", "w2.npy", "--workers", "2", "--batch-size", "5", "-q"
+        ).exit_code
+        == 0
+    )
+    np.testing.assert_allclose(np.load("w0.npy"), np.load("w2.npy"), rtol=1e-5, atol=1e-6)  # batch sizes differ
+    (png_dir / "img005.png").write_bytes(b"")
+    result = run("encode", png_dir, "-m", models["ae"], "-o", "w.npy", "--workers", "2")
+    assert result.exit_code == 1 and "img005.png: empty file" in result.stderr and result.stderr.count("\n") == 1

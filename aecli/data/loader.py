@@ -31,10 +31,15 @@ class _Batches(Dataset):
 
 
 def default_workers(images: ImageSet) -> int:
-    """Arrays are sliced faster in-process; image files decode in parallel on spare cores."""
-    if all(isinstance(p, ArrayImages) for p in images.parts):
+    """Arrays are sliced faster in-process; image files decode in parallel on spare cores.
+
+    With 2 cores or fewer there are none to spare: the model's own threads use them, and
+    benchmarks/stream_encode.py measured worker processes there as a loss.
+    """
+    cores = os.cpu_count() or 1
+    if cores <= 2 or all(isinstance(p, ArrayImages) for p in images.parts):
         return 0
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+    return min(4, cores - 1)
 
 
 def batch_indices(order: Sequence[int] | np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -67,4 +72,3 @@ def stream(
         if batch.error:
             raise InputError(batch.error)
         yield batch
-
