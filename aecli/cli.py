@@ -570,8 +570,13 @@ def score(
     inputs: Inputs = None,
     model: ModelPath = ...,
     metric: Annotated[
-        str, typer.Option("--metric", help="mse, mae, bce, ssim, latent, combined, or elbo (VAE).")
-    ] = "mse",
+        Optional[str],
+        typer.Option(
+            "--metric",
+            help="combined (mse and latent distance), mse, mae, bce, ssim, latent, or elbo (VAE). See docs/thresholds.md.",
+            show_default="combined; mse for model files without latent statistics",
+        ),
+    ] = None,
     threshold: Annotated[
         str, typer.Option("--threshold", help="auto (model calibration at --fpr), a number, or a percentile like p95.")
     ] = "auto",
@@ -661,7 +666,7 @@ def score(
             for line in records_text(records, "csv" if fmt == "table" else fmt):
                 f.write(line.encode())
     n, flagged = len(result.flagged), int(result.flagged.sum())
-    say.info(f"{metric} threshold {result.threshold.value:.6g} ({result.threshold.how})")
+    say.info(f"{result.metric} threshold {result.threshold.value:.6g} ({result.threshold.how})")
     say.info(
         f"flagged {flagged} of {n} images ({flagged / max(n, 1):.1%})"
         + (f"; {result.scores.skipped} unreadable skipped" if result.scores.skipped else "")

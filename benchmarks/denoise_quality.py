@@ -61,13 +61,13 @@ def report_means(path: Path) -> dict[str, float]:
 def print_table(title: str, rows: list[tuple[str, float, float | None, float | None, float | None]]) -> None:
     """method, PSNR, SSIM, training seconds, denoising seconds."""
     print(f"\n{title}")
-    print(f"{'method':44s} {'PSNR dB':>8s} {'SSIM':>7s} {'train s':>8s} {'denoise s':>9s}")
+    print(f"{'method':50s} {'PSNR dB':>8s} {'SSIM':>7s} {'train s':>8s} {'denoise s':>9s}")
 
     def cell(v: float | None, fmt: str, width: int) -> str:
         return f"{v:{width}{fmt}}" if v is not None else " " * width
 
     for name, p, s, train_s, run_s in rows:
-        print(f"{name:44s} {p:8.2f} {cell(s, '.4f', 7)} {cell(train_s, '.1f', 8)} {cell(run_s, '.2f', 9)}")
+        print(f"{name:50s} {p:8.2f} {cell(s, '.4f', 7)} {cell(train_s, '.1f', 8)} {cell(run_s, '.2f', 9)}")
 
 
 def fmnist_case(args: argparse.Namespace, work: Path) -> None:

@@ -41,7 +41,7 @@ def test_an_obvious_anomaly_scores_higher_than_every_normal_image(run, models, m
 
 
 def test_auto_threshold_comes_from_the_model_files_calibration(run, models, mvtec):
-    result = run("score", mvtec, "-m", models["ae"], "--fpr", "0.05", "--format", "jsonl")
+    result = run("score", mvtec, "-m", models["ae"], "--metric", "mse", "--fpr", "0.05", "--format", "jsonl")
     assert result.exit_code == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     quantiles = modelfile.load(models["ae"]).calibration["metrics"]["mse"]["quantiles"]
@@ -68,7 +68,7 @@ def test_without_calibration_auto_falls_back_to_median_and_mad_and_says_so(run, 
     "flags, flagged",
     [
         (["--threshold", "1e9"], 0),
-        (["--threshold", "0"], 8),
+        (["--threshold=-1e9"], 8),
         (["--threshold", "p75"], 2),
         (["--contamination", "0.25"], 2),
     ],
@@ -221,3 +221,18 @@ def test_an_unreadable_image_stops_scoring_unless_skipped(run, models, mvtec):
     result = run("score", mvtec, "-m", models["ae"], "--skip-bad")
     assert result.exit_code == 0 and "1 unreadable skipped" in result.stderr
     assert len(_rows(result.stdout)) == 8
+
+
+def test_the_default_metric_is_combined_and_falls_back_to_mse_without_latent_statistics(run, models, mvtec, tmp_path):
+    result = run("score", mvtec, "-m", models["ae"], "-q", "--format", "json")
+    default = json.loads(result.stdout)
+    explicit = json.loads(run("score", mvtec, "-m", models["ae"], "--metric", "combined", "--format", "json").stdout)
+    assert default == explicit
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(models["ae"], framework="pt") as f:
+        metadata = {k: v for k, v in f.metadata().items() if k != "latent_stats"}
+        save_file({k: f.get_tensor(k) for k in f.keys()}, tmp_path / "nolat.safetensors", metadata=metadata)  # noqa: SIM118
+    result = run("score", mvtec, "-m", tmp_path / "nolat.safetensors")
+    assert result.exit_code == 0 and result.stderr.startswith("mse threshold")
