@@ -193,7 +193,7 @@ def photos_case(args: argparse.Namespace, work: Path) -> None:
             (f"NL-means (fast, 5/6, h {h:g} x sigma_est {sigma:.4f})", nlm_p, nlm_s, None, nlm_t),
             (f"TV Chambolle (weight {weight:g})", tv_p, tv_s, None, tv_t),
             (
-                "ae denoising (" + " ".join(PHOTO_TRAIN_FLAGS[1::2]) + ")",
+                f"ae denoising (unet, {PHOTO_TRAIN_FLAGS[1]}px patches)",
                 ours["psnr_after"],
                 ours["ssim_after"],
                 train_s,

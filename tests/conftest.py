@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -10,7 +11,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from aecli.cli import app
+# Tiny models gain nothing from a second thread, and on a busy machine two OpenMP threads stall
+# each other; set before torch starts, so subprocesses of the tests inherit it too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from aecli.cli import app  # noqa: E402
 
 
 def blobs(n: int, size: int = 16, channels: int = 1, seed: int = 0) -> np.ndarray:
