@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/ae sample -m $(DEMO)/vae.safetensors -n 64 --grid $(DEMO)/vae-samples.png --seed 1
 	$(BIN)/ae encode sample:test -m $(DEMO)/vae.safetensors -o $(DEMO)/latents.npz --index $(DEMO)/latents.txt
 	$(BIN)/ae train sample:class=7 -o $(DEMO)/sneakers.safetensors -q
-	$(BIN)/ae score sample:test -m $(DEMO)/sneakers.safetensors --labels class=7 -o $(DEMO)/scores.csv --maps $(DEMO)/maps
+	$(BIN)/ae score sample:test -m $(DEMO)/sneakers.safetensors --labels class=7 -o $(DEMO)/scores.csv
 	$(BIN)/ae score sample:test -m $(DEMO)/sneakers.safetensors --top 8 --maps $(DEMO)/top-maps --format table
 
 test: $(STAMP)
