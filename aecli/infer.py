@@ -222,7 +222,7 @@ def latent_gaussian(loaded: Loaded) -> tuple[np.ndarray, np.ndarray, str]:
     stats = loaded.file.latent_stats
     if not stats:
         raise AecliError(
-            f"{loaded.file.path} stores no latent statistics to sample from (trained without validation data?)"
+            f"{loaded.file.path} stores no latent statistics to sample from (its training never finished an epoch?)"
         )
     mean, cov = np.asarray(stats["mean"]), np.asarray(stats["cov"])
     values, vectors = np.linalg.eigh((cov + cov.T) / 2)
