@@ -597,7 +597,7 @@ def score(
     ] = False,
     maps: Annotated[
         Optional[Path],
-        typer.Option("--maps", help="Directory for heatmaps of flagged images (input, reconstruction, error)."),
+        typer.Option("--maps", help="Directory for heatmaps of flagged images (among the --top K, if given)."),
     ] = None,
     maps_all: Annotated[
         bool, typer.Option("--maps-all", help="With --maps: a heatmap for every (listed) image.")
