@@ -259,16 +259,7 @@ def validate(
     gaussian = LatentGaussian(latent_stats) if latent_stats else None
     losses, raw, zs = [], {}, []
     torch.manual_seed(runtime.step_seed(tc.seed, -1, 0))  # the same noise for every epoch's val loss
-    loader = stream(
-        images,
-        batch_indices(rows, tc.batch_size),
-        config.channels,
-        config.image_size,
-        workers=tc.workers,
-        resize=tc.resize,
-        strict=tc.strict,
-    )
-    for batch in loader:
+    for batch in _in_order(images, rows, config, tc):
         if not len(batch.pixels):
             continue
         x = runtime.to_device(batch.pixels, device)
@@ -292,6 +283,14 @@ def validate(
     return val_loss, calibrate_from(values, split), latent_stats
 
 
+def _in_order(images, rows: np.ndarray, config: ModelConfig, tc: TrainConfig):
+    """The images at `rows` in batches, for the evaluation passes (validation, latent fit)."""
+    return stream(
+        images, batch_indices(rows, tc.batch_size), config.channels, config.image_size,
+        workers=tc.workers, resize=tc.resize, strict=tc.strict,
+    )  # fmt: skip
+
+
 LATENT_FIT_LIMIT = 20_000  # enough for a 32-d mean and covariance; bounds the extra pass
 
 
@@ -306,16 +305,7 @@ def training_latents(model, images, rows: np.ndarray, config: ModelConfig, tc: T
         rows = rows[np.linspace(0, len(rows) - 1, LATENT_FIT_LIMIT).astype(np.int64)]
     model.eval()
     zs = []
-    loader = stream(
-        images,
-        batch_indices(rows, tc.batch_size),
-        config.channels,
-        config.image_size,
-        workers=tc.workers,
-        resize=tc.resize,
-        strict=tc.strict,
-    )
-    for batch in loader:
+    for batch in _in_order(images, rows, config, tc):
         if len(batch.pixels):
             with runtime.autocast(device):
                 zs.append(model.encode(runtime.to_device(batch.pixels, device)).float().cpu())
