@@ -10,7 +10,7 @@ DEMO   ?= demo-out
 # (Re)install when the project's metadata changes; the stamp keeps later runs instant.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,plot]'
 	touch $(STAMP)
 
 install: $(STAMP)
