@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -104,6 +105,16 @@ Workers = Annotated[
         help="Loader processes decoding images (default: 0 for arrays or on 2 cores or fewer, else up to 4).",
     ),
 ]
+SkipBad = Annotated[
+    bool, typer.Option("--skip-bad", help="Skip unreadable images with a warning each (and a count) instead of stopping.")
+]
+MaxPixels = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-pixels", min=1, help="Refuse images with more pixels than this, before decoding them.",
+        show_default="100000000",
+    ),
+]  # fmt: skip
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress or messages on stderr; errors still show.")]
 
 
@@ -173,6 +184,10 @@ def train(
     preview: Annotated[
         Optional[Path], typer.Option("--preview", help="PNG grid of validation inputs and reconstructions.")
     ] = None,
+    plot: Annotated[
+        bool,
+        typer.Option("--plot", help="Also draw train and validation loss per epoch to MODEL.loss.png (matplotlib)."),
+    ] = False,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print the resolved settings as YAML and exit.")
     ] = False,
@@ -180,9 +195,8 @@ def train(
     no_resize: Annotated[
         bool, typer.Option("--no-resize", help="Reject images of another size instead of resizing.")
     ] = False,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")
-    ] = False,
+    skip_bad: SkipBad = False,
+    max_pixels: MaxPixels = None,
     quiet: Quiet = False,
 ) -> None:
     """Train an autoencoder on images and save it as one .safetensors file.
@@ -204,7 +218,7 @@ def train(
         epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, val_split=val_split, image_size=image_size,
         patch_size=patch_size, patches_per_image=patches_per_image,
         channels=channels, seed=seed, device=device, workers=workers,
-        resize=False if no_resize else None, strict=True if strict else None,
+        resize=False if no_resize else None, skip_bad=True if skip_bad else None,
     )  # fmt: skip
     settings = load_settings(config, overrides)
     if print_config:
@@ -218,6 +232,12 @@ def train(
 
     say = Messages(quiet)
     out = out or Path(f"{settings.model.variant}.safetensors")
+    loss_png = None
+    if plot:
+        from aecli import plots
+
+        plots.check_available()
+        loss_png = plots.loss_plot_path(out)
     previous = None
     if resume:
         previous = load(out, with_optimizer=True)
@@ -225,25 +245,30 @@ def train(
     else:
         check_replaceable(out)
     check_writable(out)
-    for target in filter(None, [preview]):
+    for target in filter(None, [preview, loss_png]):
         check_writable(target)
-    images = open_inputs(inputs or [], files_from)
+    images = open_inputs(inputs or [], files_from, max_pixels)
     if images.non_images:
         say.info(f"skipped {images.non_images} non-image file(s)")
     stop = threading.Event()
+    started = time.perf_counter()
     with TrainProgress(say) as progress, _stop_on_sigint(stop):
         result = training.fit(images, settings, out, resume=previous, callbacks=progress, stop=stop, preview=preview)
+    seconds = time.perf_counter() - started
     summary = result.training
     say.info(
         f"trained {result.config.variant} ({result.config.arch}, {result.config.image_size}x{result.config.image_size}x"
         f"{result.config.channels}, latent {result.config.latent_dim}) on {summary['data']['train']} images, "
-        f"{summary['epochs']} epochs in {summary['duration_s']:.1f} s; train loss {summary['train_loss'][-1]:.5g}"
+        f"{summary['epochs']} epochs in {seconds:.1f} s; train loss {summary['train_loss'][-1]:.5g}"
         + (f", val {summary['val_loss'][-1]:.5g}" if summary["val_loss"] else "")
     )
     if summary.get("skipped_images"):
-        say.warn(f"{summary['skipped_images']} unreadable image(s) skipped (--strict makes them fatal)")
+        say.warn(f"{summary['skipped_images']} unreadable image(s) skipped")
     if preview:
         say.info(f"preview: {preview}")
+    if loss_png:
+        plots.loss_curves(summary, loss_png, title=f"{out.name}: loss per epoch")
+        say.info(f"loss curves: {loss_png}")
     say.info(f"model: {out}")
 
 
@@ -273,7 +298,6 @@ class _stop_on_sigint:
 
 ModelPath = Annotated[Path, typer.Option("-m", "--model", help="A model file made by `ae train`.", show_default=False)]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
-SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images with a warning instead of stopping.")]
 Grid = Annotated[
     Optional[Path], typer.Option("--grid", help="Also write one PNG grid of the results, for a quick look.")
 ]
@@ -315,6 +339,7 @@ def encode(
         bool, typer.Option("--no-resize", help="Reject images of another size instead of resizing.")
     ] = False,
     skip_bad: SkipBad = False,
+    max_pixels: MaxPixels = None,
     quiet: Quiet = False,
 ) -> None:
     """Write one latent vector (float32 row) per image, in input order.
@@ -334,7 +359,7 @@ def encode(
     fmt = latents.choose_format(target, fmt)
     latents.check_destination(target, fmt)
     _outputs(target, index)
-    images = open_inputs(inputs or [], files_from)
+    images = open_inputs(inputs or [], files_from, max_pixels)
     loaded = infer.load_model(model, device)
     with StreamProgress(say, "encode") as progress:
         result = infer.encode(
@@ -344,9 +369,8 @@ def encode(
     latents.write(result.vectors, result.sources, target, fmt)
     if index:
         latents.write_index(index, result.sources)
-    skipped = f", {result.skipped} unreadable skipped" if result.skipped else ""
     say.info(
-        f"encoded {len(result.vectors)} images to {target or 'stdout'} ({fmt}, {result.vectors.shape[1]} floats each{skipped})"
+        f"encoded {len(result.vectors)} images to {target or 'stdout'} ({fmt}, {result.vectors.shape[1]} floats each)"
     )
 
 
@@ -440,6 +464,7 @@ def denoise(
     workers: Workers = None,
     files_from: FilesFrom = None,
     skip_bad: SkipBad = False,
+    max_pixels: MaxPixels = None,
     quiet: Quiet = False,
 ) -> None:
     """Denoise images of any size: model-sized ones directly, larger ones in blended tiles.
@@ -465,7 +490,7 @@ def denoise(
     if save_noisy and not add_noise:
         raise UsageError("--save-noisy needs --add-noise")
     _outputs(report, grid)
-    images = open_inputs(inputs or [], files_from)
+    images = open_inputs(inputs or [], files_from, max_pixels)
     relative = [images.relative(i) for i in range(len(images))]
     files = [p for part in images.parts for p in getattr(part, "paths", [])]
     targets = {}
@@ -613,6 +638,7 @@ def score(
     workers: Workers = None,
     files_from: FilesFrom = None,
     skip_bad: SkipBad = False,
+    max_pixels: MaxPixels = None,
     quiet: Quiet = False,
 ) -> None:
     """Score images for anomaly (higher: more anomalous) and flag those above a threshold.
@@ -641,7 +667,7 @@ def score(
     if maps_all and not maps:
         raise UsageError("--maps-all needs --maps DIR")
     _outputs(out)
-    images = open_inputs(inputs or [], files_from)
+    images = open_inputs(inputs or [], files_from, max_pixels)
     truth = None
     if labels:
         from aecli.labels import labels_for
@@ -667,10 +693,7 @@ def score(
                 f.write(line.encode())
     n, flagged = len(result.flagged), int(result.flagged.sum())
     say.info(f"{result.metric} threshold {result.threshold.value:.6g} ({result.threshold.how})")
-    say.info(
-        f"flagged {flagged} of {n} images ({flagged / max(n, 1):.1%})"
-        + (f"; {result.scores.skipped} unreadable skipped" if result.scores.skipped else "")
-    )
+    say.info(f"flagged {flagged} of {n} images ({flagged / max(n, 1):.1%})")
     if result.evaluation is not None:
         print_evaluation(result.evaluation, result.threshold.value)
     if maps:
@@ -694,6 +717,7 @@ def calibrate(
     workers: Workers = None,
     files_from: FilesFrom = None,
     skip_bad: SkipBad = False,
+    max_pixels: MaxPixels = None,
     quiet: Quiet = False,
 ) -> None:
     """Refit a model's auto threshold on known-normal images, without retraining.
@@ -714,7 +738,7 @@ def calibrate(
     if out is not None:
         modelfile.check_replaceable(out)
     _outputs(out or model)
-    images = open_inputs(inputs or [], files_from)
+    images = open_inputs(inputs or [], files_from, max_pixels)
     loaded = infer.load_model(model, device)
     with StreamProgress(say, "calibrate") as progress:
         scores = score(loaded, images, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress)

@@ -71,7 +71,7 @@ class TrainConfig:
     device: str = "auto"
     workers: int | None = None  # None: 0 for in-memory arrays, a few for image files
     resize: bool = True  # False: images of another size than the model's are an error
-    strict: bool = False  # True: an unreadable image is fatal instead of skipped
+    skip_bad: bool = False  # False: an unreadable image stops training, naming it; True: warn and skip it
     patch_size: int | None = None  # train on random square crops of this size (the model's size)
     patches_per_image: int = 16  # crops per image per epoch, with patch_size
 
@@ -208,4 +208,6 @@ def model_config_from_json(text: str) -> ModelConfig:
 
 def train_config_from_json(text: str) -> TrainConfig:
     data = json.loads(text)
+    if "strict" in data:  # earlier files stored the opposite flag, `strict`
+        data["skip_bad"] = not data.pop("strict")
     return TrainConfig(**{k: v for k, v in data.items() if k in _field_names(TrainConfig)})

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +68,6 @@ class History:
     epochs: int = 0
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
-    duration_s: float = 0.0
     images_seen: int = 0
     skipped_images: int = 0
     interrupted_at: dict[str, int] | None = None
@@ -78,7 +76,7 @@ class History:
         return {**dataclasses.asdict(self), "epochs_planned": planned, "complete": self.epochs >= planned}
 
 
-def model_config_for(images: ImageSet | Patches, config: ModelConfig, strict: bool = False) -> ModelConfig:
+def model_config_for(images: ImageSet | Patches, config: ModelConfig, strict: bool = True) -> ModelConfig:
     """Fill channels and size from the first image (or the patch size) when the user did not set them."""
     if isinstance(images, Patches):
         config = dataclasses.replace(config, image_size=images.size)
@@ -122,7 +120,7 @@ def fit(
     runtime.seed_all(tc.seed)
     if tc.patch_size:
         images = Patches(images, tc.patch_size, tc.patches_per_image, tc.seed)
-    config = resume.config if resume else model_config_for(images, settings.model, tc.strict)
+    config = resume.config if resume else model_config_for(images, settings.model, not tc.skip_bad)
     split = Split.make(len(images), tc.val_split, tc.seed, group=tc.patches_per_image if tc.patch_size else 1)
     if len(split.train) == 0:
         raise UsageError(
@@ -164,7 +162,6 @@ def fit(
 
     steps_per_epoch = -(-len(split.train) // tc.batch_size)
     cb.start(tc.epochs, steps_per_epoch, epoch, first_step)
-    started = time.perf_counter()
     try:
         for epoch in range(epoch, tc.epochs):
             model.train()
@@ -176,7 +173,7 @@ def fit(
             total, count = torch.zeros((), device=device), 0
             loader = stream(
                 images, batches, config.channels, config.image_size,
-                workers=tc.workers, resize=tc.resize, strict=tc.strict, pin_memory=device.type == "cuda",
+                workers=tc.workers, resize=tc.resize, strict=not tc.skip_bad, pin_memory=device.type == "cuda",
             )  # fmt: skip
             for step, batch in enumerate(loader, start=first_step):
                 for message in batch.skipped:
@@ -197,7 +194,6 @@ def fit(
                     history.images_seen += len(x)
                     cb.step(epoch, step, float(loss.detach()), len(x))
                 if stop is not None and stop.is_set():
-                    history.duration_s += time.perf_counter() - started
                     history.interrupted_at = {"epoch": epoch, "step": step + 1}
                     save({"epoch": epoch, "step": step + 1})
                     raise Interrupted(
@@ -215,8 +211,6 @@ def fit(
             history.train_loss.append(_round(float(total) / max(count, 1)))
             if val_loss is not None:
                 history.val_loss.append(_round(val_loss))
-            history.duration_s = _round(history.duration_s + time.perf_counter() - started)
-            started = time.perf_counter()
             save({"epoch": epoch + 1, "step": 0})
             cb.epoch_end(epoch, history.train_loss[-1], history.val_loss[-1] if val_loss is not None else None)
     except KeyboardInterrupt:
@@ -287,7 +281,7 @@ def _in_order(images, rows: np.ndarray, config: ModelConfig, tc: TrainConfig):
     """The images at `rows` in batches, for the evaluation passes (validation, latent fit)."""
     return stream(
         images, batch_indices(rows, tc.batch_size), config.channels, config.image_size,
-        workers=tc.workers, resize=tc.resize, strict=tc.strict,
+        workers=tc.workers, resize=tc.resize, strict=not tc.skip_bad,
     )  # fmt: skip
 
 

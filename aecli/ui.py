@@ -85,7 +85,8 @@ class TrainProgress:
 
 
 class StreamProgress:
-    """An infer.Progress: one bar over the images of a command, a warning per skipped image."""
+    """An infer.Progress: one bar over the images of a command, a warning per skipped image
+    and their count at the end, where a long run's warnings may have scrolled away."""
 
     def __init__(self, messages: Messages, label: str):
         self.messages = messages
@@ -102,7 +103,7 @@ class StreamProgress:
             transient=True,
         )
         self.task = None
-        self.done, self.started = 0, time.perf_counter()
+        self.done, self.started, self.skips = 0, time.perf_counter(), 0
 
     def __enter__(self) -> StreamProgress:
         self.progress.start()
@@ -110,6 +111,8 @@ class StreamProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+        if self.skips:
+            self.messages.warn(f"{self.skips} unreadable image(s) skipped")
 
     def start(self, total: int) -> None:
         self.task = self.progress.add_task("", total=total, rate="-")
@@ -121,6 +124,7 @@ class StreamProgress:
         self.progress.update(self.task, advance=count, rate=f"{rate:,.0f}")
 
     def skipped(self, message: str) -> None:
+        self.skips += 1
         self.messages.warn(f"skipped {message}")
 
 
@@ -147,7 +151,7 @@ def model_table(info: dict[str, Any]) -> Table:
         vals = training.get("val_loss") or []
         if losses:
             table.add_row("loss", f"train {losses[-1]:.5g}" + (f", val {vals[-1]:.5g}" if vals else ""))
-        table.add_row("duration", f"{training.get('duration_s', 0):.1f} s on {training.get('device')}")
+        table.add_row("trained on", str(training.get("device")))
     calibration = info.get("calibration")
     if calibration:
         for name, stats in calibration["metrics"].items():

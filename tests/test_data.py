@@ -39,10 +39,15 @@ def test_npz_with_labels_and_colour_conversion(tmp_path):
     assert images.load(np.arange(4), 1, 8).pixels.shape == (4, 1, 8, 8)
 
 
-def test_float_arrays_outside_unit_range_are_refused(tmp_path):
-    np.save(tmp_path / "bad.npy", np.full((2, 4, 4), 3.0, np.float32))
-    with pytest.raises(InputError, match="in \\[0, 1\\]"):
-        list(stream(open_inputs([str(tmp_path / "bad.npy")]), batch_indices(range(2), 2), 1, 4))
+def test_float_arrays_outside_unit_range_are_refused_or_skipped_row_by_row(tmp_path):
+    array = np.full((3, 4, 4), 0.5, np.float32)
+    array[1] = 3.0
+    np.save(tmp_path / "bad.npy", array)
+    images = open_inputs([str(tmp_path / "bad.npy")])
+    with pytest.raises(InputError, match="bad.npy#1: .*in \\[0, 1\\]"):
+        list(stream(images, batch_indices(range(3), 3), 1, 4, strict=True))
+    (batch,) = stream(images, batch_indices(range(3), 3), 1, 4, strict=False)
+    assert batch.index.tolist() == [0, 2] and len(batch.skipped) == 1
 
 
 @pytest.mark.parametrize("name", ["x-idx3-ubyte", "x-idx3-ubyte.gz"])

@@ -219,7 +219,7 @@ def test_an_unreadable_image_stops_scoring_unless_skipped(run, models, mvtec):
     result = run("score", mvtec, "-m", models["ae"], "-o", "s.csv")
     assert result.exit_code == 1 and "broken.png" in result.stderr
     result = run("score", mvtec, "-m", models["ae"], "--skip-bad")
-    assert result.exit_code == 0 and "1 unreadable skipped" in result.stderr
+    assert result.exit_code == 0 and "1 unreadable image(s) skipped" in result.stderr
     assert len(_rows(result.stdout)) == 8
 
 

@@ -32,7 +32,7 @@ class ArrayImages:
         if a.ndim == 3:
             self.array, self.channels_last = a[:, :, :, None], True
         if self.array.dtype.kind not in "uif":
-            raise InputError(f"{self.name}: pixels of dtype {a.dtype} (expected uint8 or float in [0, 1])")
+            raise InputError(f"{self.name}: pixels of dtype {a.dtype} (expected uint8, uint16 or float in [0, 1])")
 
     def __len__(self) -> int:
         return self.array.shape[0]
@@ -43,22 +43,20 @@ class ArrayImages:
         _, a, b, c = self.array.shape
         return (c, a, b) if self.channels_last else (a, b, c)
 
-    def get(self, rows: np.ndarray) -> torch.Tensor:
-        """Rows as (B, C, H, W) float32 in [0, 1]; rows are read in sorted order, then reordered."""
+    def get(self, rows: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Rows as (B, C, H, W) float32, and which are usable (finite, in [0, 1]): the caller
+        decides whether a bad row is fatal. Rows are read in sorted order, then reordered."""
         order = np.argsort(rows, kind="stable")
         chunk = np.asarray(self.array[rows[order]])
         chunk = chunk[np.argsort(order, kind="stable")]
-        x = torch.from_numpy(np.ascontiguousarray(chunk))
+        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(chunk.dtype.newbyteorder("="))
+        x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))  # also native byte order (IDX)
         if self.channels_last:
             x = x.permute(0, 3, 1, 2)
-        if x.dtype == torch.uint8:
-            return x.float().div_(255)
-        x = x.float()
-        ok = (torch.isfinite(x) & (x >= 0) & (x <= 1)).flatten(1).all(1)
-        if not ok.all():
-            bad = rows[int((~ok).nonzero()[0])]
-            raise InputError(f"{self.name}#{bad}: pixel values must be finite and in [0, 1] (or uint8)")
-        return x
+        if scale is not None:  # 8- or 16-bit pixels: in range by construction
+            return x.div_(scale), np.ones(len(rows), bool)
+        usable = (torch.isfinite(x) & (x >= 0) & (x <= 1)).flatten(1).all(1)
+        return x, usable.numpy()
 
 
 def _layout(name: str, array: np.ndarray) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -19,17 +20,20 @@ with warnings.catch_warnings():
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as PIL's convert("L")
+MAX_PIXELS = 100_000_000  # a 10k x 10k photo; its float RGB copy takes 1.2 GB. --max-pixels moves it
 
 
 class UnreadableImage(InputError):
-    """One image cannot be decoded; training skips it unless --strict."""
+    """One image cannot be decoded (or is too large); --skip-bad skips it with a warning."""
 
 
-def read_image(path: Path) -> torch.Tensor:
+def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """Decode by content, not by name: (C, H, W) float32 in [0, 1], C in 1..4.
 
-    torchvision's decoders (PNG, JPEG, GIF, WebP) are tried first for speed; Pillow takes
-    everything else it knows (BMP, TIFF, CMYK JPEG, palette images).
+    The header's size is checked against `max_pixels` before any pixel is decoded, so a
+    small file claiming 100,000 x 100,000 pixels costs nothing. torchvision's decoders (PNG,
+    JPEG, GIF, WebP) are tried first for speed; Pillow takes everything else it knows (BMP,
+    TIFF, CMYK JPEG, palette images).
     """
     try:
         data = path.read_bytes()
@@ -37,35 +41,117 @@ def read_image(path: Path) -> torch.Tensor:
         raise UnreadableImage(f"{path}: {e.strerror or e}") from None
     if not data:
         raise UnreadableImage(f"{path}: empty file")
+    size = header_size(data)
+    if size is not None:
+        _check_pixels(path, *size, max_pixels)
     try:
         with warnings.catch_warnings():  # torchvision 0.29 warns that TorchCodec will take over
             warnings.simplefilter("ignore", DeprecationWarning)
             pixels = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED)
     except (RuntimeError, ValueError):
-        pixels = _read_with_pillow(path)
+        pixels = _read_with_pillow(path, max_pixels)
     if pixels.dim() == 4:  # an animated GIF: its first frame
         pixels = pixels[0]
     return _to_unit_float(pixels)
 
 
-def _read_with_pillow(path: Path) -> torch.Tensor:
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise UnreadableImage(
+            f"{path}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
+            "(raise it with --max-pixels)"
+        )
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, GIF, BMP, WebP or JPEG header; None for other formats."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            return struct.unpack(">II", data[16:24])
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            return struct.unpack("<HH", data[6:10])
+        if data[:2] == b"BM":
+            if struct.unpack("<I", data[14:18])[0] == 12:  # the old OS/2 header: 16-bit sizes
+                return struct.unpack("<HH", data[18:22])
+            width, height = struct.unpack("<ii", data[18:26])
+            return abs(width), abs(height)  # negative height: rows stored top-down
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return _webp_size(data)
+        if data[:2] == b"\xff\xd8":
+            return _jpeg_size(data)
+    except struct.error:  # too short to hold the header it starts: the decoder will say more
+        return None
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8L":
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 ":
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    return None
+
+
+_JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Walk the JPEG's marker segments to the frame header, which holds the size."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if marker in _JPEG_FRAMES:
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    return None
+
+
+def _read_with_pillow(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+            image = Image.open(path)
+    except Image.DecompressionBombError:
+        raise UnreadableImage(f"{path}: over Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise UnreadableImage(f"{path}: {_pillow_reason(e)}") from None
+    _check_pixels(path, *image.size, max_pixels)
+    try:
+        with image:
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(image, dtype=np.float32) / (65535.0 if "16" in image.mode else 2**31 - 1)
             else:
                 if image.mode not in ("L", "LA", "RGB", "RGBA"):
                     image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
                 array = np.array(image)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        reason = "not an image, or a format this machine cannot decode"
-        if not isinstance(e, UnidentifiedImageError):
-            reason = f"damaged image ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-        raise UnreadableImage(f"{path}: {reason}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as e:
+        raise UnreadableImage(f"{path}: {_pillow_reason(e)}") from None
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+
+
+def _pillow_reason(e: Exception) -> str:
+    from PIL import UnidentifiedImageError
+
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image, or a format this machine cannot decode"
+    return f"damaged image ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
 
 
 def _to_unit_float(pixels: torch.Tensor) -> torch.Tensor:

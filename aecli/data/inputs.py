@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from aecli.data.arrays import ArrayImages, is_idx, read_idx, read_npy, read_npz
-from aecli.data.images import IMAGE_SUFFIXES, UnreadableImage, read_image, to_channels, to_size
+from aecli.data.images import IMAGE_SUFFIXES, MAX_PIXELS, UnreadableImage, read_image, to_channels, to_size
 from aecli.data.named import is_named, open_named
 from aecli.errors import InputError, UsageError
 
@@ -64,6 +64,7 @@ class ImageSet:
     description: str
     non_images: int = 0  # files in directories that were not images, skipped
     directories: list[Path] = field(default_factory=list)  # input directories: outputs never go inside
+    max_pixels: int = MAX_PIXELS  # larger images are refused from their header, before decoding
 
     def __post_init__(self) -> None:
         self._starts = [0]
@@ -108,7 +109,7 @@ class ImageSet:
                 return part.shape
             for path in part.paths:
                 try:
-                    return tuple(read_image(path).shape)
+                    return tuple(read_image(path, self.max_pixels).shape)
                 except UnreadableImage:
                     if strict:
                         raise
@@ -135,13 +136,21 @@ class ImageSet:
         for k, members in groups.items():
             part, start = self.parts[k], self._starts[k]
             if isinstance(part, ArrayImages):
-                x = self._fit(part.get(np.asarray(members) - start), channels, size, resize, part.name)
+                x, usable = part.get(np.asarray(members) - start)
+                if not usable.all():
+                    bad = [m for m, ok in zip(members, usable) if not ok]
+                    message = f"{part.name}#{bad[0] - start}: pixel values must be finite and in [0, 1] (or uint8)"
+                    if strict:
+                        raise UnreadableImage(message)
+                    skipped += [f"{part.name}#{m - start}: pixel values must be finite and in [0, 1]" for m in bad]
+                    x, members = x[torch.from_numpy(usable)], [m for m, ok in zip(members, usable) if ok]
+                x = self._fit(x, channels, size, resize, part.name)
                 pieces += [x] if size else list(x)
                 kept += members
                 continue
             for i in members:
                 try:
-                    x = read_image(part.paths[i - start])
+                    x = read_image(part.paths[i - start], self.max_pixels)
                 except UnreadableImage as e:
                     if strict:
                         raise
@@ -169,8 +178,11 @@ class ImageSet:
         return to_size(x, size) if size else x
 
 
-def open_inputs(specs: list[str], files_from: str | None = None) -> ImageSet:
-    """Resolve INPUTS (and a --files-from list, `-` for stdin) into one ImageSet, in order."""
+def open_inputs(specs: list[str], files_from: str | None = None, max_pixels: int | None = None) -> ImageSet:
+    """Resolve INPUTS (and a --files-from list, `-` for stdin) into one ImageSet, in order.
+
+    max_pixels (default MAX_PIXELS) bounds the images it will decode.
+    """
     specs = list(specs)
     if files_from is not None:
         specs += _read_list(files_from)
@@ -189,7 +201,7 @@ def open_inputs(specs: list[str], files_from: str | None = None) -> ImageSet:
                 parts.append(part)
     description = specs[0] if len(specs) == 1 else f"{len(specs)} inputs ({specs[0]}, ...)"
     directories = [Path(s).expanduser().resolve() for s in specs if Path(s).expanduser().is_dir()]
-    images = ImageSet(parts, description, non_images, directories)
+    images = ImageSet(parts, description, non_images, directories, max_pixels or MAX_PIXELS)
     if not len(images):
         extra = f" ({non_images} non-image files skipped)" if non_images else ""
         raise InputError(f"no images found in {description}{extra}")

@@ -27,6 +27,15 @@ def is_named(spec: str) -> bool:
     return spec.split(":", 1)[0] in NAMES
 
 
+# Both named datasets are Fashion-MNIST: its ten classes, in label order (plots name them).
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def class_names(spec: str) -> tuple[str, ...] | None:
+    """The names of a named dataset's classes, indexed by label; None for any other input."""
+    return CLASS_NAMES if is_named(spec) else None
+
+
 def open_named(spec: str) -> ArrayImages:
     name, *parts = spec.split(":")
     split, classes = "train", None
