@@ -226,11 +226,12 @@ def train(
         return
     from aecli import train as training
     from aecli.data import open_inputs
+    from aecli.distributed import leader
     from aecli.files import check_writable
     from aecli.modelfile import check_replaceable, load
     from aecli.ui import Messages, TrainProgress
 
-    say = Messages(quiet)
+    say = Messages(quiet or not leader())  # under torchrun, rank 0 talks for all
     out = out or Path(f"{settings.model.variant}.safetensors")
     loss_png = None
     if plot:
@@ -247,7 +248,7 @@ def train(
     check_writable(out)
     for target in filter(None, [preview, loss_png]):
         check_writable(target)
-    images = open_inputs(inputs or [], files_from, max_pixels)
+    images = open_inputs(inputs or [], files_from, max_pixels, settings.train.skip_bad)
     if images.non_images:
         say.info(f"skipped {images.non_images} non-image file(s)")
     stop = threading.Event()
@@ -255,6 +256,8 @@ def train(
     with TrainProgress(say) as progress, _stop_on_sigint(stop):
         result = training.fit(images, settings, out, resume=previous, callbacks=progress, stop=stop, preview=preview)
     seconds = time.perf_counter() - started
+    if not leader():
+        return
     summary = result.training
     say.info(
         f"trained {result.config.variant} ({result.config.arch}, {result.config.image_size}x{result.config.image_size}x"
@@ -329,6 +332,16 @@ def encode(
     index: Annotated[
         Optional[Path], typer.Option("--index", help="Also write each row's source, one per line.")
     ] = None,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option("--plot", help="Also draw a 2-D map of the latents to this PNG, coloured by class if labelled."),
+    ] = None,
+    projection: Annotated[
+        Optional[str],
+        typer.Option(
+            "--projection", help="--plot: pca, tsne (needs scikit-learn) or umap (needs umap-learn).", show_default="pca"
+        ),
+    ] = None,
     sample: Annotated[bool, typer.Option("--sample", help="vae: draw from q(z|x) instead of taking its mean.")] = False,
     seed: Seed = 0,
     batch_size: BatchSize = 256,
@@ -349,26 +362,40 @@ def encode(
       ae encode ./images -m ae.safetensors > latents.npy
       ae encode ./images -m ae.safetensors -o latents.npy --index paths.txt
       ae encode ./images -m vae.safetensors --format npz -o z.npz
+      ae encode sample:test -m ae.safetensors -o z.npy --plot map.png --projection tsne
     """
     from aecli import infer, latents
     from aecli.data import open_inputs
+    from aecli.distributed import leader
     from aecli.ui import Messages, StreamProgress
 
-    say = Messages(quiet)
+    say = Messages(quiet or not leader())  # under torchrun, rank 0 talks and writes for all
     target = None if out in (None, "-") else Path(out)
     fmt = latents.choose_format(target, fmt)
     latents.check_destination(target, fmt)
-    _outputs(target, index)
-    images = open_inputs(inputs or [], files_from, max_pixels)
+    if projection and not plot:
+        raise UsageError("--projection needs --plot FILE")
+    if plot:
+        from aecli import plots
+
+        plots.check_available(projection or "pca")
+    _outputs(target, index, plot)
+    images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
     loaded = infer.load_model(model, device)
-    with StreamProgress(say, "encode") as progress:
+    with StreamProgress(say, "encode", images.refused) as progress:
         result = infer.encode(
             loaded, images, batch_size=batch_size, workers=workers, sample=sample, seed=seed,
             resize=not no_resize, strict=not skip_bad, progress=progress,
         )  # fmt: skip
+    if not leader():
+        return
     latents.write(result.vectors, result.sources, target, fmt)
     if index:
         latents.write_index(index, result.sources)
+    if plot:
+        labels, names = plots.dataset_labels(images, result.index)
+        plots.latent_map(result.vectors, labels, plot, projection=projection or "pca", class_names=names, seed=seed)
+        say.info(f"latent map: {plot}")
     say.info(
         f"encoded {len(result.vectors)} images to {target or 'stdout'} ({fmt}, {result.vectors.shape[1]} floats each)"
     )
@@ -475,14 +502,14 @@ def denoise(
       ae denoise photo.jpg -m dae.safetensors -o out/
       ae denoise ./clean -m dae.safetensors --add-noise 0.2 --reference ./clean -o out/
     """
-    from aecli import infer
+    from aecli import distributed, infer
     from aecli.data import open_inputs
     from aecli.files import atomic_output, guard_inputs, mirror_targets
     from aecli.pictures import save_png
     from aecli.quality import QualityReport
     from aecli.ui import Messages, StreamProgress, print_quality
 
-    say = Messages(quiet)
+    say = Messages(quiet or not distributed.leader())  # under torchrun, rank 0 talks for all
     if out is None and reference is None and grid is None:
         raise UsageError("nothing to write: give -o DIR (or --reference to only measure, or --grid)")
     if report and not reference:
@@ -490,7 +517,7 @@ def denoise(
     if save_noisy and not add_noise:
         raise UsageError("--save-noisy needs --add-noise")
     _outputs(report, grid)
-    images = open_inputs(inputs or [], files_from, max_pixels)
+    images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
     relative = [images.relative(i) for i in range(len(images))]
     files = [p for part in images.parts for p in getattr(part, "paths", [])]
     targets = {}
@@ -505,7 +532,7 @@ def denoise(
         )
     references = infer.References(reference, images) if reference else None
     quality, shown, count = QualityReport(), [], 0
-    with StreamProgress(say, "denoise") as progress:
+    with StreamProgress(say, "denoise", images.refused) as progress:
         for result in infer.denoise(
             loaded, images, noise=add_noise, seed=seed, resize=resize, overlap=overlap,
             batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress,
@@ -520,6 +547,11 @@ def denoise(
             if len(shown) < nrow:
                 shown.append([result.noisy, result.clean] + ([ref] if ref is not None else []))
             count += 1
+    if distributed.active():  # each process wrote its own images; rank 0 reports on all of them
+        quality.rows, shown = distributed.concat(quality.rows), distributed.concat(shown)[:nrow]
+        count = distributed.total(count)
+        if not distributed.leader():
+            return
     if grid and shown:
         from aecli.pictures import save_rows
 
@@ -627,6 +659,10 @@ def score(
     maps_all: Annotated[
         bool, typer.Option("--maps-all", help="With --maps: a heatmap for every (listed) image.")
     ] = False,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option("--plot", help="Also draw a histogram of the scores and the threshold to this PNG (matplotlib)."),
+    ] = None,
     labels: Annotated[
         Optional[str],
         typer.Option(
@@ -649,25 +685,30 @@ def score(
     Examples:
       ae score ./incoming -m ae.safetensors
       ae score ./incoming -m ae.safetensors --format jsonl > scores.jsonl
-      ae score ./test -m ae.safetensors --labels folders --maps maps/
+      ae score ./test -m ae.safetensors --labels folders --maps maps/ --plot scores.png
       ae score ./incoming -m ae.safetensors --contamination 0.05 --fail-on-anomaly
     """
     from aecli import infer, thresholds
     from aecli.data import open_inputs
+    from aecli.distributed import leader, total
     from aecli.files import atomic_output
     from aecli.score import assess
     from aecli.tabular import records_text
     from aecli.ui import Messages, StreamProgress, print_evaluation, print_table, score_table
 
-    say = Messages(quiet)
+    say = Messages(quiet or not leader())  # under torchrun, rank 0 talks and writes for all
     spec = thresholds.parse(threshold)
     fmt = fmt or ("table" if out is None and sys.stdout.isatty() else "csv")
     if fmt not in ("table", "csv", "jsonl", "json"):
         raise UsageError(f"unknown format '{fmt}' (use table, csv, jsonl or json)")
     if maps_all and not maps:
         raise UsageError("--maps-all needs --maps DIR")
-    _outputs(out)
-    images = open_inputs(inputs or [], files_from, max_pixels)
+    if plot:
+        from aecli.plots import check_available, score_histogram
+
+        check_available()
+    _outputs(out, plot)
+    images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
     truth = None
     if labels:
         from aecli.labels import labels_for
@@ -677,13 +718,15 @@ def score(
     if loaded.config.arch == "unet":
         say.warn(f"{model} is a unet: its skip connections reconstruct anomalies too; --arch conv models score better")
     options = dict(batch_size=batch_size, workers=workers, strict=not skip_bad)
-    with StreamProgress(say, "score") as progress:
+    with StreamProgress(say, "score", images.refused) as progress:
         result = assess(
             loaded, images, metric=metric, threshold=spec, fpr=fpr, contamination=contamination, labels=truth,
             progress=progress, **options,
         )  # fmt: skip
     records = result.records(top)
-    if fmt == "table" and out is None:
+    if not leader():
+        pass
+    elif fmt == "table" and out is None:
         print_table(score_table(records))
     elif out is None:
         sys.stdout.writelines(records_text(records, "csv" if fmt == "table" else fmt))
@@ -694,13 +737,17 @@ def score(
     n, flagged = len(result.flagged), int(result.flagged.sum())
     say.info(f"{result.metric} threshold {result.threshold.value:.6g} ({result.threshold.how})")
     say.info(f"flagged {flagged} of {n} images ({flagged / max(n, 1):.1%})")
-    if result.evaluation is not None:
+    if result.evaluation is not None and leader():
         print_evaluation(result.evaluation, result.threshold.value)
     if maps:
         from aecli.heatmaps import write_maps
 
-        written = write_maps(loaded, images, result.map_rows(top, maps_all), maps, **options)
+        written = total(write_maps(loaded, images, result.map_rows(top, maps_all), maps, **options))
         say.info(f"heatmaps: {written} in {maps}/")
+    if plot and leader():
+        auroc = result.evaluation.auroc if result.evaluation is not None else None
+        score_histogram(result.scores.of(result.metric), result.threshold, plot, result.labels, result.metric, auroc)
+        say.info(f"histogram: {plot}")
     if fail_on_anomaly and flagged:
         raise typer.Exit(3)
 
@@ -731,20 +778,23 @@ def calibrate(
     """
     from aecli import infer, modelfile
     from aecli.data import open_inputs
+    from aecli.distributed import leader
     from aecli.score import calibrate_from, score
     from aecli.ui import Messages, StreamProgress
 
-    say = Messages(quiet)
+    say = Messages(quiet or not leader())
     if out is not None:
         modelfile.check_replaceable(out)
     _outputs(out or model)
-    images = open_inputs(inputs or [], files_from, max_pixels)
+    images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
     loaded = infer.load_model(model, device)
-    with StreamProgress(say, "calibrate") as progress:
+    with StreamProgress(say, "calibrate", images.refused) as progress:
         scores = score(loaded, images, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress)
     if len(scores.index) < 2:
         raise InputError(f"calibration needs at least 2 readable images, got {len(scores.index)}")
     record = {**calibrate_from(scores.values, "calibration"), "source": images.description}
+    if not leader():  # under torchrun, rank 0 writes what every process scored
+        return
     modelfile.replace_calibration(model, record, out)
     p99 = record["metrics"]["mse"]["p99"]
     say.info(f"calibrated {out or model} on {len(scores.index)} images ({images.description}); mse p99 {p99:.6g}")
@@ -770,6 +820,49 @@ def info(
         print_json(details)
     else:
         print_table(model_table(details))
+
+
+@command()
+def demo(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the models, pictures and report.")] = Path(
+        "demo-out"
+    ),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Write into a folder that holds other files (none is deleted).")
+    ] = False,
+    seed: Seed = 0,
+    device: Device = None,
+    quick: Annotated[bool, typer.Option("--quick", hidden=True, help="A tiny tour, for tests.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Tour ae on its bundled sample: denoise, sample a VAE, map latents, score anomalies (about a minute).
+
+    Every step is an `ae` command; OUT/index.html (and report.md) shows each picture with the
+    commands that made it, to run again inside OUT. The report's paths go to stdout.
+
+    \b
+    Examples:
+      ae demo
+      ae demo -o /tmp/tour --device cpu && xdg-open /tmp/tour/index.html
+    """
+    from aecli import demo as tour
+    from aecli.ui import Messages
+
+    say = Messages(quiet)
+    result = tour.run(out, _run_ae, progress=say.info, device=device, seed=seed, overwrite=overwrite, quick=quick)
+    say.info(f"demo finished in {result.seconds:.0f} s; open {result.index} in a browser")
+    typer.echo(result.index)
+    typer.echo(result.report)
+
+
+def _run_ae(args: list[str]) -> int:
+    """Run one `ae` command line in this process (what `ae demo` is made of); returns its exit status."""
+    try:
+        returned = app(args, prog_name="ae", standalone_mode=False)
+    except typer.TyperException as e:  # a usage error: reported as `ae` would, into the step's output
+        typer.echo(f"Error: {e.format_message()}", err=True)
+        return e.exit_code
+    return returned if isinstance(returned, int) else 0
 
 
 def main() -> None:

@@ -120,11 +120,15 @@ def read_metadata(path: Path) -> tuple[dict[str, str], dict[str, tuple[list[int]
 
 def _why_not(path: Path, error: Exception) -> str:
     try:
-        head = path.read_bytes()[:4]
+        with open(path, "rb") as f:
+            head = f.read(128)
     except OSError as e:
         return e.strerror or str(e)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        return "it looks like a PyTorch pickle checkpoint, which aecli never loads; train with `ae train`"
+    if (head[:4] == b"PK\x03\x04" and b"data.pkl" in head) or head[:2] == b"\x80\x02":
+        return (
+            "it is a PyTorch pickle checkpoint, which aecli never unpickles; retrain with `ae train`, or "
+            "convert a state_dict as docs/model-format.md shows"
+        )
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
@@ -173,17 +177,23 @@ def describe(path: Path) -> dict[str, Any]:
 
 
 def load(path: Path, with_optimizer: bool = False) -> ModelFile:
-    """Rebuild the model from the config in its own file, then load and check the weights."""
+    """Rebuild the model from the config in its own file, then load and check the weights.
+
+    The config is first built on the meta device (no memory) and its shapes compared with the
+    header's, so a file whose config asks for a huge model fails before allocating it.
+    """
+    import torch
     from safetensors import safe_open
 
     from aecli.models import create_model
 
     path = Path(path)
-    metadata, _ = read_metadata(path)
+    metadata, shapes = read_metadata(path)
     try:
         config = model_config_from_json(metadata["model_config"])
         train_config = train_config_from_json(metadata["train_config"]) if "train_config" in metadata else None
-        model = create_model(config)
+        with torch.device("meta"):
+            skeleton = create_model(config)
         extras = {
             k: json.loads(metadata[k]) if k in metadata else None
             for k in ("training", "calibration", "latent_stats", "optimizer")
@@ -192,14 +202,16 @@ def load(path: Path, with_optimizer: bool = False) -> ModelFile:
         raise ModelFileError(f"{path}: damaged aecli metadata ({e})") from None
     except Exception as e:  # a config the model classes reject (e.g. negative sizes)
         raise ModelFileError(f"{path}: its config does not build a model ({str(e).splitlines()[0]})") from None
+    expected = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
+    _check_shapes(path, expected, {k: shape for k, (shape, _) in shapes.items() if not k.startswith(_OPTIM)})
+    model = create_model(config)
     try:  # read the optimizer's tensors only when resuming: inference needs the weights alone
         with safe_open(path, framework="pt") as f:
             wanted = [k for k in f.keys() if with_optimizer or not k.startswith(_OPTIM)]
             tensors = {k: f.get_tensor(k) for k in wanted}
     except Exception as e:
         raise ModelFileError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
-    weights = {k: v for k, v in tensors.items() if not k.startswith(_OPTIM)}
-    _load_weights(path, model, weights)
+    model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(_OPTIM)})
     optimizer = None
     if with_optimizer and extras["optimizer"] is not None:
         optim_tensors = {k: v for k, v in tensors.items() if k.startswith(_OPTIM)}
@@ -231,15 +243,13 @@ def replace_calibration(path: Path, calibration: dict[str, Any], out: Path | Non
     write_bytes_atomic(Path(out or path), to_bytes(tensors, metadata=metadata))
 
 
-def _load_weights(path: Path, model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
+def _check_shapes(path: Path, expected: dict[str, list[int]], stored: dict[str, list[int]]) -> None:
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
     if missing or unexpected or wrong:
         problems = []
         for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
             if names:
                 problems.append(f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}")
         raise ModelFileError(f"{path}: weights do not match the model config ({'; '.join(problems)})")
-    model.load_state_dict(weights)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from aecli import calibration as calib
-from aecli import modelfile, runtime
+from aecli import distributed, modelfile, runtime
 from aecli.config import ModelConfig, Settings, TrainConfig
 from aecli.data import ImageSet, batch_indices, stream
 from aecli.data.patches import Patches
@@ -113,11 +113,18 @@ def fit(
     stop: threading.Event | None = None,
     preview: Path | None = None,
 ) -> modelfile.ModelFile:
-    """Train on `images`, saving `out` after every epoch; returns the final model file."""
-    cb = callbacks or Callbacks()
+    """Train on `images`, saving `out` after every epoch; returns the final model file.
+
+    Under torchrun (docs/distributed.md) the model trains in DistributedDataParallel, each process
+    takes its share of every global batch, and rank 0 alone reports and writes files.
+    """
+    cb = (callbacks or Callbacks()) if distributed.leader() else Callbacks()  # under torchrun, rank 0 reports
     tc = settings.train
     device = runtime.choose_device(tc.device)
+    distributed.init(device)
+    per_process = distributed.per_process_batch(tc.batch_size)  # the global batch, shared out
     runtime.seed_all(tc.seed)
+    refused = getattr(images, "refused", [])  # inputs left out by open_inputs(skip_bad=True)
     if tc.patch_size:
         images = Patches(images, tc.patch_size, tc.patches_per_image, tc.seed)
     config = resume.config if resume else model_config_for(images, settings.model, not tc.skip_bad)
@@ -137,7 +144,7 @@ def fit(
             "validation": len(split.val),
             "non_images_skipped": images.non_images,
         },
-        device=str(device),
+        device=str(device) + (f" x {distributed.size()} processes" if distributed.active() else ""),
     )
     epoch, first_step = 0, 0
     calibration = latents = None
@@ -155,6 +162,8 @@ def fit(
             raise UsageError(f"{resume.path} is already trained for {epoch} epochs; pass a larger --epochs to go on")
 
     def save(position: dict[str, int]) -> None:
+        if not distributed.leader():
+            return
         modelfile.save(
             out, model, tc, history.as_dict(tc.epochs), calibration, latents,
             {"state_dict": optimizer.state_dict(), "position": position},
@@ -162,6 +171,11 @@ def fit(
 
     steps_per_epoch = -(-len(split.train) // tc.batch_size)
     cb.start(tc.epochs, steps_per_epoch, epoch, first_step)
+    for message in refused:
+        cb.skipped(message)
+    if not resume:
+        history.skipped_images += len(refused)
+    step_loss = distributed.training_loss(model, device)  # DistributedDataParallel under torchrun
     try:
         for epoch in range(epoch, tc.epochs):
             model.train()
@@ -169,7 +183,7 @@ def fit(
                 images.epoch = epoch
             shuffle = torch.Generator().manual_seed(runtime.step_seed(tc.seed, epoch, 0))
             order = split.train[torch.randperm(len(split.train), generator=shuffle).numpy()]
-            batches = batch_indices(order, tc.batch_size)[first_step:]
+            batches = batch_indices(distributed.shard_epoch(order), per_process)[first_step:]
             total, count = torch.zeros((), device=device), 0
             loader = stream(
                 images, batches, config.channels, config.image_size,
@@ -177,25 +191,39 @@ def fit(
             )  # fmt: skip
             for step, batch in enumerate(loader, start=first_step):
                 for message in batch.skipped:
-                    history.skipped_images += 1
                     cb.skipped(message)
-                if len(batch.pixels):
+                n, skipped = len(batch.pixels), len(batch.skipped)
+                if n or distributed.active():  # under DDP every process takes every step, loaded or not
                     for group in optimizer.param_groups:
                         group["lr"] = learning_rate(tc, epoch * steps_per_epoch + step, tc.epochs * steps_per_epoch)
-                    x = runtime.to_device(batch.pixels, device)
-                    torch.manual_seed(runtime.step_seed(tc.seed, epoch, step + 1))
+                    x = runtime.to_device(batch.pixels, device) if n else _stand_in(config, device)
+                    torch.manual_seed(distributed.process_seed(runtime.step_seed(tc.seed, epoch, step + 1)))
                     with runtime.autocast(device):
-                        loss = model.training_loss(x)
+                        loss = step_loss(x) if n else step_loss(x) * 0  # a stand-in adds nothing
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    total += loss.detach() * len(x)
-                    count += len(x)
-                    history.images_seen += len(x)
-                    cb.step(epoch, step, float(loss.detach()), len(x))
-                if stop is not None and stop.is_set():
+                    if not distributed.active():
+                        total += loss.detach() * n
+                        count += n
+                        history.images_seen += n
+                        cb.step(epoch, step, float(loss.detach()), n)
+                stopping = stop is not None and stop.is_set()
+                if distributed.active():  # one all-reduce: the global batch's loss and size, and any stop
+                    loss_sum, n, skipped, stopping = distributed.sum_all(
+                        [float(loss.detach()) * n, n, skipped, stopping], device
+                    )
+                    n, skipped = int(n), int(skipped)
+                    total += loss_sum
+                    count += n
+                    history.images_seen += n
+                    if n:
+                        cb.step(epoch, step, loss_sum / n, n)
+                history.skipped_images += skipped
+                if stopping:
                     history.interrupted_at = {"epoch": epoch, "step": step + 1}
                     save({"epoch": epoch, "step": step + 1})
+                    distributed.barrier()  # rank 0 has written the file before any process exits
                     raise Interrupted(
                         f"interrupted in epoch {epoch + 1}, step {step + 1}/{steps_per_epoch}; "
                         f"{out} holds the weights so far: continue with --resume"
@@ -203,6 +231,7 @@ def fit(
             first_step = 0
             if isinstance(images, Patches):
                 images.epoch = -1  # the same validation patches every epoch
+            distributed.broadcast_buffers(model)  # rank 0's BatchNorm statistics: the ones saved
             fitted = None
             if epoch + 1 == tc.epochs and len(split.train) > 1:  # once, at the end: the Gaussian to keep
                 fitted = training_latents(model, images, split.train, config, tc, device)
@@ -215,10 +244,11 @@ def fit(
             cb.epoch_end(epoch, history.train_loss[-1], history.val_loss[-1] if val_loss is not None else None)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; {out} holds the last saved epoch (continue with --resume)") from None
-    if preview is not None:
+    if preview is not None and distributed.leader():
         from aecli.pictures import write_preview
 
         write_preview(preview, model, images, split.val if len(split.val) else split.train, config, device)
+    distributed.barrier()  # under torchrun, the others read the file once rank 0 has written it
     return modelfile.load(out)
 
 
@@ -264,6 +294,8 @@ def validate(
             raw.setdefault(name, []).append(values)
         zs.append(z.cpu())
     model.train()
+    if distributed.active():  # each process took a block of the rows: all get the whole split, in order
+        losses, raw, zs = distributed.concat(losses), distributed.concat_dict(raw), distributed.concat(zs)
     if not zs:
         return None, None, latent_stats
     n = sum(len(z) for z in zs)
@@ -278,9 +310,10 @@ def validate(
 
 
 def _in_order(images, rows: np.ndarray, config: ModelConfig, tc: TrainConfig):
-    """The images at `rows` in batches, for the evaluation passes (validation, latent fit)."""
+    """The images at `rows` in batches, for the evaluation passes (validation, latent fit);
+    under torchrun, this process's block of them."""
     return stream(
-        images, batch_indices(rows, tc.batch_size), config.channels, config.image_size,
+        images, distributed.shard_batches(batch_indices(rows, tc.batch_size)), config.channels, config.image_size,
         workers=tc.workers, resize=tc.resize, strict=not tc.skip_bad,
     )  # fmt: skip
 
@@ -304,7 +337,13 @@ def training_latents(model, images, rows: np.ndarray, config: ModelConfig, tc: T
             with runtime.autocast(device):
                 zs.append(model.encode(runtime.to_device(batch.pixels, device)).float().cpu())
     model.train()
+    zs = distributed.concat(zs)
     return calib.latent_stats(torch.cat(zs).numpy(), "train") if zs else None
+
+
+def _stand_in(config: ModelConfig, device: torch.device) -> torch.Tensor:
+    """Blank images for a process whose whole batch failed to load: DDP needs every process to step."""
+    return torch.zeros(2, config.channels, config.image_size, config.image_size, device=device)
 
 
 def _round(value: float) -> float:

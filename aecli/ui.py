@@ -88,8 +88,8 @@ class StreamProgress:
     """An infer.Progress: one bar over the images of a command, a warning per skipped image
     and their count at the end, where a long run's warnings may have scrolled away."""
 
-    def __init__(self, messages: Messages, label: str):
-        self.messages = messages
+    def __init__(self, messages: Messages, label: str, refused: list[str] = ()):
+        self.messages, self.refused = messages, list(refused)
         self.progress = Progress(
             TextColumn(label),
             BarColumn(),
@@ -106,6 +106,8 @@ class StreamProgress:
         self.done, self.started, self.skips = 0, time.perf_counter(), 0
 
     def __enter__(self) -> StreamProgress:
+        for message in self.refused:  # inputs left out before streaming began (--skip-bad)
+            self.skipped(message)
         self.progress.start()
         return self
 

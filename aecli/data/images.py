@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -33,9 +35,12 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     The header's size is checked against `max_pixels` before any pixel is decoded, so a
     small file claiming 100,000 x 100,000 pixels costs nothing. torchvision's decoders (PNG,
     JPEG, GIF, WebP) are tried first for speed; Pillow takes everything else it knows (BMP,
-    TIFF, CMYK JPEG, palette images).
+    TIFF, CMYK JPEG, palette images), and PNGs or JPEGs that do not end as they should:
+    libjpeg would fill a half-downloaded JPEG with grey, and libpng prints to stderr.
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, a device never end
+            raise UnreadableImage(f"{path}: not a regular file")
         data = path.read_bytes()
     except OSError as e:
         raise UnreadableImage(f"{path}: {e.strerror or e}") from None
@@ -44,6 +49,8 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     size = header_size(data)
     if size is not None:
         _check_pixels(path, *size, max_pixels)
+    if not _ends_whole(data) or _is_palette_png(data):  # torchvision would give palette indices
+        return _to_unit_float(_read_with_pillow(path, max_pixels))
     try:
         with warnings.catch_warnings():  # torchvision 0.29 warns that TorchCodec will take over
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -52,7 +59,22 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         pixels = _read_with_pillow(path, max_pixels)
     if pixels.dim() == 4:  # an animated GIF: its first frame
         pixels = pixels[0]
+    if pixels.shape[0] == 4 and data[:2] == b"\xff\xd8":  # CMYK, not RGBA: Pillow converts it
+        pixels = _read_with_pillow(path, max_pixels)
     return _to_unit_float(pixels)
+
+
+def _ends_whole(data: bytes) -> bool:
+    """False for a PNG without its IEND chunk or a JPEG without its end marker (cut short)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data[-8:-4] == b"IEND"
+    if data[:2] == b"\xff\xd8":
+        return data.rstrip(b"\0")[-2:] == b"\xff\xd9"
+    return True
+
+
+def _is_palette_png(data: bytes) -> bool:
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and data[25:26] == b"\x03"  # IHDR colour type 3
 
 
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:

@@ -65,6 +65,7 @@ class ImageSet:
     non_images: int = 0  # files in directories that were not images, skipped
     directories: list[Path] = field(default_factory=list)  # input directories: outputs never go inside
     max_pixels: int = MAX_PIXELS  # larger images are refused from their header, before decoding
+    refused: list[str] = field(default_factory=list)  # array files that could not be opened (skip_bad)
 
     def __post_init__(self) -> None:
         self._starts = [0]
@@ -178,10 +179,14 @@ class ImageSet:
         return to_size(x, size) if size else x
 
 
-def open_inputs(specs: list[str], files_from: str | None = None, max_pixels: int | None = None) -> ImageSet:
+def open_inputs(
+    specs: list[str], files_from: str | None = None, max_pixels: int | None = None, skip_bad: bool = False
+) -> ImageSet:
     """Resolve INPUTS (and a --files-from list, `-` for stdin) into one ImageSet, in order.
 
-    max_pixels (default MAX_PIXELS) bounds the images it will decode.
+    max_pixels (default MAX_PIXELS) bounds the images it will decode. With skip_bad, an array
+    file that cannot be opened is left out and listed in `refused`, as unreadable images are
+    skipped later; a missing path or an empty directory is always an error.
     """
     specs = list(specs)
     if files_from is not None:
@@ -189,9 +194,9 @@ def open_inputs(specs: list[str], files_from: str | None = None, max_pixels: int
     if not specs:
         raise UsageError("no inputs given (paths, directories, globs, .npy/.npz/IDX files or a dataset name)")
     parts: list[FileImages | ArrayImages] = []
-    non_images = 0
+    non_images, refused = 0, []
     for spec in specs:
-        found, skipped = _resolve(spec)
+        found, skipped = _resolve(spec, refused if skip_bad else None)
         non_images += skipped
         for part in found:  # adjacent files join one part: fewer parts, cheaper lookups
             if isinstance(part, FileImages) and parts and isinstance(parts[-1], FileImages):
@@ -201,8 +206,10 @@ def open_inputs(specs: list[str], files_from: str | None = None, max_pixels: int
                 parts.append(part)
     description = specs[0] if len(specs) == 1 else f"{len(specs)} inputs ({specs[0]}, ...)"
     directories = [Path(s).expanduser().resolve() for s in specs if Path(s).expanduser().is_dir()]
-    images = ImageSet(parts, description, non_images, directories, max_pixels or MAX_PIXELS)
+    images = ImageSet(parts, description, non_images, directories, max_pixels or MAX_PIXELS, refused)
     if not len(images):
+        if refused:
+            raise InputError(refused[0] if len(refused) == 1 else f"none of the {len(refused)} inputs can be read")
         extra = f" ({non_images} non-image files skipped)" if non_images else ""
         raise InputError(f"no images found in {description}{extra}")
     return images
@@ -216,12 +223,18 @@ def _read_list(source: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def _resolve(spec: str) -> tuple[list[FileImages | ArrayImages], int]:
+def _resolve(spec: str, refused: list[str] | None) -> tuple[list[FileImages | ArrayImages], int]:
     path = Path(spec).expanduser()
     if path.is_dir():
         return _walk(path)
     if path.is_file():
-        return [_open_file(path)], 0
+        try:
+            return [_open_file(path)], 0
+        except InputError as e:
+            if refused is None:
+                raise
+            refused.append(str(e))
+            return [], 0
     if is_named(spec):
         return [open_named(spec)], 0
     if _GLOB_CHARS & set(spec):
@@ -230,7 +243,7 @@ def _resolve(spec: str) -> tuple[list[FileImages | ArrayImages], int]:
             raise InputError(f"no files match '{spec}'")
         parts, skipped = [], 0
         for match in matches:
-            found, n = _resolve(match)
+            found, n = _resolve(match, refused)
             parts += found
             skipped += n
         return parts, skipped
