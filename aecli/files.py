@@ -63,6 +63,11 @@ def check_writable(path: Path) -> None:
         raise OutputError(f"cannot write {path}: permission denied")
 
 
+def real(path: Path | str) -> Path:
+    """The path with links followed; unlike Path.resolve, a symlink loop is not an error here."""
+    return Path(os.path.realpath(path))
+
+
 def mirror_targets(out_dir: Path, relative: list[Path], suffix: str = ".png") -> list[Path]:
     """Output paths that mirror inputs' relative paths below `out_dir`; two inputs never share one."""
     targets, seen = [], {}
@@ -81,11 +86,11 @@ def guard_inputs(
     """Refuse to write into an input directory or over an input file, unless `overwrite`."""
     if overwrite:
         return
-    out = Path(out_dir).expanduser().resolve()
+    out = real(Path(out_dir).expanduser())
     for directory in input_dirs:
         if out == directory or directory in out.parents:
             raise OutputError(f"refusing to write into input directory {directory} (choose another -o, or --overwrite)")
-    inputs = {Path(p).resolve() for p in input_files}
+    inputs = {real(p) for p in input_files}
     for target in targets:
-        if target.resolve() in inputs:
+        if real(target) in inputs:
             raise OutputError(f"refusing to overwrite input {target} (choose another -o, or --overwrite)")

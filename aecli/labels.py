@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from aecli.errors import InputError, UsageError
+from aecli.files import real
 
 NORMAL_FOLDERS = {"good", "normal"}
 _WORDS = {
@@ -68,7 +69,7 @@ def _from_csv(images, path: Path) -> np.ndarray:
         if len(row) < 2 or row[1].strip().lower() not in _WORDS:
             raise InputError(f"--labels {path}: row {n} is not `path,label` with a label such as 0/1 or normal/anomaly")
         table[row[0].strip()] = _WORDS[row[1].strip().lower()]
-    resolved = {str(Path(k).resolve()): v for k, v in table.items()}
+    resolved = {str(real(k)): v for k, v in table.items()}
     labels = np.empty(len(images), dtype=np.int8)
     for i in range(len(images)):
         name = images.name(i)
@@ -77,7 +78,7 @@ def _from_csv(images, path: Path) -> np.ndarray:
                 labels[i] = table[key]
                 break
         else:
-            found = resolved.get(str(Path(name).resolve()))
+            found = resolved.get(str(real(name)))
             if found is None:
                 raise InputError(f"--labels {path}: no label for {name}")
             labels[i] = found

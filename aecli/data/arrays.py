@@ -76,6 +76,8 @@ def read_npy(path: Path) -> ArrayImages:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
+        if "Python objects" in str(e) or "allow_pickle" in str(e):
+            raise InputError(f"{path}: holds pickled Python objects, which aecli never loads") from None
         raise InputError(f"{path}: not a readable .npy array ({_first_line(e)})") from None
     return ArrayImages(str(path), array, _layout(str(path), array))
 
@@ -86,6 +88,8 @@ def read_npz(path: Path) -> ArrayImages:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (ValueError, OSError, EOFError) as e:
+        if "allow_pickle" in str(e):
+            raise InputError(f"{path}: holds pickled Python objects, which aecli never loads") from None
         raise InputError(f"{path}: not a readable .npz archive ({_first_line(e)})") from None
     key = next((k for k in ("images", "x") if k in arrays), None)
     if key is None:

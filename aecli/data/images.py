@@ -33,10 +33,10 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """Decode by content, not by name: (C, H, W) float32 in [0, 1], C in 1..4.
 
     The header's size is checked against `max_pixels` before any pixel is decoded, so a
-    small file claiming 100,000 x 100,000 pixels costs nothing. torchvision's decoders (PNG,
-    JPEG, GIF, WebP) are tried first for speed; Pillow takes everything else it knows (BMP,
-    TIFF, CMYK JPEG, palette images), and PNGs or JPEGs that do not end as they should:
-    libjpeg would fill a half-downloaded JPEG with grey, and libpng prints to stderr.
+    small file claiming 100,000 x 100,000 pixels costs nothing. torchvision decodes JPEG, GIF
+    and WebP (2-3x faster than Pillow on small images); Pillow takes the rest: PNG, because
+    torchvision's PNG decoder crashes the process on damaged data (see docs/reliability.md),
+    BMP, TIFF, CMYK, and JPEGs cut short, which libjpeg would fill with grey.
     """
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, a device never end
@@ -49,7 +49,7 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     size = header_size(data)
     if size is not None:
         _check_pixels(path, *size, max_pixels)
-    if not _ends_whole(data) or _is_palette_png(data):  # torchvision would give palette indices
+    if not _safe_for_torchvision(data):
         return _to_unit_float(_read_with_pillow(path, max_pixels))
     try:
         with warnings.catch_warnings():  # torchvision 0.29 warns that TorchCodec will take over
@@ -64,17 +64,11 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     return _to_unit_float(pixels)
 
 
-def _ends_whole(data: bytes) -> bool:
-    """False for a PNG without its IEND chunk or a JPEG without its end marker (cut short)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return data[-8:-4] == b"IEND"
+def _safe_for_torchvision(data: bytes) -> bool:
+    """A whole JPEG (ending in its end marker), a GIF or a WebP: what torchvision decodes safely."""
     if data[:2] == b"\xff\xd8":
         return data.rstrip(b"\0")[-2:] == b"\xff\xd9"
-    return True
-
-
-def _is_palette_png(data: bytes) -> bool:
-    return data[:8] == b"\x89PNG\r\n\x1a\n" and data[25:26] == b"\x03"  # IHDR colour type 3
+    return data[:6] in (b"GIF87a", b"GIF89a") or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:

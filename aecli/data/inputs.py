@@ -21,6 +21,7 @@ from aecli.data.arrays import ArrayImages, is_idx, read_idx, read_npy, read_npz
 from aecli.data.images import IMAGE_SUFFIXES, MAX_PIXELS, UnreadableImage, read_image, to_channels, to_size
 from aecli.data.named import is_named, open_named
 from aecli.errors import InputError, UsageError
+from aecli.files import real
 
 _GLOB_CHARS = set("*?[")
 
@@ -205,7 +206,7 @@ def open_inputs(
             else:
                 parts.append(part)
     description = specs[0] if len(specs) == 1 else f"{len(specs)} inputs ({specs[0]}, ...)"
-    directories = [Path(s).expanduser().resolve() for s in specs if Path(s).expanduser().is_dir()]
+    directories = [real(Path(s).expanduser()) for s in specs if Path(s).expanduser().is_dir()]
     images = ImageSet(parts, description, non_images, directories, max_pixels or MAX_PIXELS, refused)
     if not len(images):
         if refused:
