@@ -25,6 +25,10 @@ class OutputError(AecliError):
     """An output cannot be written, or writing it would overwrite something it must not."""
 
 
+class MissingExtra(AecliError):
+    """An option needs an optional package that is not installed; the message says how to get it."""
+
+
 class Interrupted(AecliError):
     """The user pressed Ctrl-C; the message says what was kept (exit 130, as shells expect)."""
 

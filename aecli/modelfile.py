@@ -158,8 +158,10 @@ def check_replaceable(path: Path) -> None:
 
 
 def describe(path: Path) -> dict[str, Any]:
-    """Everything a model file says about itself, from its header alone (what `ae info` shows)."""
+    """Everything a model file says about itself, from its header alone (what `ae info` shows),
+    once its config is known to match its tensors."""
     metadata, shapes = read_metadata(path)
+    _checked_config(path, metadata, shapes)
     info: dict[str, Any] = {
         "path": str(path),
         "file_bytes": Path(path).stat().st_size,
@@ -177,33 +179,22 @@ def describe(path: Path) -> dict[str, Any]:
 
 
 def load(path: Path, with_optimizer: bool = False) -> ModelFile:
-    """Rebuild the model from the config in its own file, then load and check the weights.
-
-    The config is first built on the meta device (no memory) and its shapes compared with the
-    header's, so a file whose config asks for a huge model fails before allocating it.
-    """
-    import torch
+    """Rebuild the model from the config in its own file, then load and check the weights."""
     from safetensors import safe_open
 
     from aecli.models import create_model
 
     path = Path(path)
     metadata, shapes = read_metadata(path)
+    config = _checked_config(path, metadata, shapes)
     try:
-        config = model_config_from_json(metadata["model_config"])
         train_config = train_config_from_json(metadata["train_config"]) if "train_config" in metadata else None
-        with torch.device("meta"):
-            skeleton = create_model(config)
         extras = {
             k: json.loads(metadata[k]) if k in metadata else None
             for k in ("training", "calibration", "latent_stats", "optimizer")
         }
     except (ValueError, TypeError, KeyError) as e:
         raise ModelFileError(f"{path}: damaged aecli metadata ({e})") from None
-    except Exception as e:  # a config the model classes reject (e.g. negative sizes)
-        raise ModelFileError(f"{path}: its config does not build a model ({str(e).splitlines()[0]})") from None
-    expected = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
-    _check_shapes(path, expected, {k: shape for k, (shape, _) in shapes.items() if not k.startswith(_OPTIM)})
     model = create_model(config)
     try:  # read the optimizer's tensors only when resuming: inference needs the weights alone
         with safe_open(path, framework="pt") as f:
@@ -241,6 +232,26 @@ def replace_calibration(path: Path, calibration: dict[str, Any], out: Path | Non
         raise ModelFileError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
     metadata["calibration"] = json.dumps(calibration, separators=(",", ":"))
     write_bytes_atomic(Path(out or path), to_bytes(tensors, metadata=metadata))
+
+
+def _checked_config(path: Path, metadata: dict[str, str], shapes: dict[str, tuple[list[int], str]]) -> ModelConfig:
+    """The stored config, once a model built from it on the meta device (no memory) has the
+    header's tensor shapes: a config that asks for a huge model fails before allocating it."""
+    import torch
+
+    from aecli.models import create_model
+
+    try:
+        config = model_config_from_json(metadata["model_config"])
+        with torch.device("meta"):
+            skeleton = create_model(config)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ModelFileError(f"{path}: damaged aecli metadata ({e})") from None
+    except Exception as e:  # a config the model classes reject (e.g. negative sizes)
+        raise ModelFileError(f"{path}: its config does not build a model ({str(e).splitlines()[0]})") from None
+    expected = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
+    _check_shapes(path, expected, {k: shape for k, (shape, _) in shapes.items() if not k.startswith(_OPTIM)})
+    return config
 
 
 def _check_shapes(path: Path, expected: dict[str, list[int]], stored: dict[str, list[int]]) -> None:

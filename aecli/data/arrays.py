@@ -75,7 +75,7 @@ def _layout(name: str, array: np.ndarray) -> bool:
 def read_npy(path: Path) -> ArrayImages:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except Exception as e:  # a damaged header can raise almost anything from numpy's parser
         if "Python objects" in str(e) or "allow_pickle" in str(e):
             raise InputError(f"{path}: holds pickled Python objects, which aecli never loads") from None
         raise InputError(f"{path}: not a readable .npy array ({_first_line(e)})") from None
@@ -87,7 +87,7 @@ def read_npz(path: Path) -> ArrayImages:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, EOFError) as e:
+    except Exception as e:  # zip and .npy headers alike: numpy's parsers raise many kinds
         if "allow_pickle" in str(e):
             raise InputError(f"{path}: holds pickled Python objects, which aecli never loads") from None
         raise InputError(f"{path}: not a readable .npz archive ({_first_line(e)})") from None
