@@ -56,7 +56,9 @@ def command(*args, **kwargs):
         @functools.wraps(fn)
         def run(*a, **k):
             try:
-                return fn(*a, **k)
+                result = fn(*a, **k)
+                sys.stdout.flush()  # a full disk or a closed pipe shows here, not at exit
+                return result
             except AecliError as e:
                 _fail(e, str(e), e.exit_code)
             except KeyboardInterrupt as e:
@@ -66,6 +68,9 @@ def command(*args, **kwargs):
                 raise typer.Exit(141) from None
             except (typer.Exit, typer.Abort, SystemExit):
                 raise
+            except OSError as e:  # one the library did not expect: most often stdout on a full disk
+                where = f"{e.filename}" if e.filename else "cannot write to standard output"
+                _fail(e, f"{where}: {e.strerror or e}", 1)
             except Exception as e:  # a bug: still one line, with the way to see more
                 _fail(e, f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", 1)
 
@@ -315,6 +320,13 @@ def _outputs(*paths: Optional[Path]) -> None:
         check_writable(path)
 
 
+def _output_dirs(*paths: Optional[Path]) -> None:
+    from aecli.files import check_directory
+
+    for path in filter(None, paths):
+        check_directory(path)
+
+
 @command()
 def encode(
     inputs: Inputs = None,
@@ -431,6 +443,7 @@ def decode(
     if out is None and grid is None:
         raise UsageError("nothing to write: give -o DIR, --grid FILE, or both")
     _outputs(grid)
+    _output_dirs(out)
     rows = latents.read(latents_file)
     loaded = infer.load_model(model, device)
     width = max(6, len(str(len(rows) - 1)))
@@ -517,6 +530,7 @@ def denoise(
     if save_noisy and not add_noise:
         raise UsageError("--save-noisy needs --add-noise")
     _outputs(report, grid)
+    _output_dirs(out, save_noisy)
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
     relative = [images.relative(i) for i in range(len(images))]
     files = [p for part in images.parts for p in getattr(part, "paths", [])]
@@ -605,6 +619,7 @@ def sample(
     if out is None and grid is None:
         raise UsageError("nothing to write: give -o DIR, --grid FILE, or both")
     _outputs(grid)
+    _output_dirs(out)
     loaded = infer.load_model(model, device)
     if interpolate:
         a, b = (infer.first_image(spec) for spec in interpolate)
@@ -708,6 +723,7 @@ def score(
 
         check_available()
     _outputs(out, plot)
+    _output_dirs(maps)
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
     truth = None
     if labels:

@@ -63,6 +63,20 @@ def check_writable(path: Path) -> None:
         raise OutputError(f"cannot write {path}: permission denied")
 
 
+def check_directory(path: Path) -> None:
+    """Fail before the work starts when an output directory can be neither found nor made."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"cannot write into {path}: it is a file")
+    existing = path
+    while not existing.exists() and existing != existing.parent:  # made with its parents, as mkdir -p
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot write into {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write into {path}: directory {existing} is not writable")
+
+
 def real(path: Path | str) -> Path:
     """The path with links followed; unlike Path.resolve, a symlink loop is not an error here."""
     return Path(os.path.realpath(path))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aecli import modelfile, runtime
+from aecli import distributed, modelfile, runtime
 from aecli.config import ModelConfig
 from aecli.data import Batch, ImageSet, batch_indices, stream
 from aecli.data.images import IMAGE_SUFFIXES, read_image, to_channels, to_size
@@ -61,6 +61,7 @@ class Loaded:
 
 def load_model(path: Path, device: str | None = None) -> Loaded:
     chosen = runtime.choose_device(device)
+    distributed.init(chosen)  # under torchrun: join the other processes before any work is shared
     loaded = modelfile.load(Path(path))
     loaded.model.to(chosen)
     return Loaded(loaded, chosen)
@@ -72,12 +73,17 @@ def batches(
     native: bool = False,
 ) -> Iterator[Batch]:  # fmt: skip
     """The images at `rows` (default: all) in order, in batches fitted to the model (or at their
-    own size and colour with native=True); skipped images are reported, fatal when strict."""
+    own size and colour with native=True); skipped images are reported, fatal when strict.
+
+    Under torchrun each process takes its own contiguous block of the batches (see
+    distributed.shard_batches), so every process must call this with the same rows.
+    """
     cfg, progress = loaded.config, progress or Progress()
     rows = np.arange(len(images)) if rows is None else np.asarray(rows)
-    progress.start(len(rows))
+    mine = distributed.shard_batches(batch_indices(rows, batch_size))
+    progress.start(sum(len(b) for b in mine))
     loader = stream(
-        images, batch_indices(rows, batch_size),
+        images, mine,
         None if native else cfg.channels, None if native else cfg.image_size,
         workers=workers, resize=resize, strict=strict, pin_memory=loaded.device.type == "cuda",
     )  # fmt: skip
@@ -103,10 +109,17 @@ def encode(
     loaded: Loaded, images: ImageSet, *, batch_size: int = 256, workers: int | None = None, sample: bool = False,
     seed: int = 0, resize: bool = True, strict: bool = True, progress: Progress | None = None,
 ) -> Latents:  # fmt: skip
-    """Latent vectors of every image; a VAE gives its posterior mean, or a draw with sample=True."""
+    """Latent vectors of every image; a VAE gives its posterior mean, or a draw with sample=True.
+
+    Under torchrun every process encodes its block and receives all the rows, in input order.
+    """
     vectors, index, skipped = [], [], 0
     generator = torch.Generator().manual_seed(seed)
     stream_options = dict(batch_size=batch_size, workers=workers, resize=resize, strict=strict, progress=progress)
+    if sample and distributed.active():  # skip the noise earlier processes draw, so rows match one process
+        everything = batch_indices(np.arange(len(images)), batch_size)
+        for earlier in everything[: distributed.first_batch(len(everything))]:
+            torch.randn((len(earlier), loaded.config.latent_dim), generator=generator)
     for batch in batches(loaded, images, **stream_options):
         skipped += len(batch.skipped)
         if not len(batch.index):
@@ -121,6 +134,8 @@ def encode(
                 z = loaded.model.encode(x)
         vectors.append(z.float().cpu().numpy())
         index.append(batch.index.numpy())
+    if distributed.active():
+        vectors, index, skipped = distributed.concat(vectors), distributed.concat(index), distributed.total(skipped)
     width = loaded.config.latent_dim
     rows = np.concatenate(vectors) if vectors else np.empty((0, width), np.float32)
     where = np.concatenate(index) if index else np.empty(0, np.int64)

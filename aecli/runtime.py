@@ -8,15 +8,19 @@ import random
 
 import torch
 
+from aecli import distributed
 from aecli.errors import UsageError
 
 
 def choose_device(name: str | None = None) -> torch.device:
-    """`--device`, else $AE_DEVICE, else auto: cuda, then mps, then cpu."""
+    """`--device`, else $AE_DEVICE, else auto: cuda, then mps, then cpu.
+
+    Under torchrun, plain `cuda` means cuda:LOCAL_RANK: one GPU per process.
+    """
     name = (name or os.environ.get("AE_DEVICE") or "auto").strip().lower()
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return _cuda()
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -29,11 +33,25 @@ def choose_device(name: str | None = None) -> torch.device:
             raise UsageError(f"device '{name}' asked for, but CUDA is not available here; use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(f"device '{name}' asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+        if device.index is None:
+            device = _cuda()
     elif device.type == "mps" and not _mps_available():
         raise UsageError("device 'mps' asked for, but MPS is not available here; use --device cpu")
     elif device.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)")
     return device
+
+
+def _cuda() -> torch.device:
+    """Plain `cuda`: the current GPU; under torchrun, this process's own (cuda:LOCAL_RANK)."""
+    if not distributed.active():
+        return torch.device("cuda")
+    if distributed.local_rank() >= torch.cuda.device_count():
+        raise UsageError(
+            f"LOCAL_RANK {distributed.local_rank()} has no GPU: only {torch.cuda.device_count()} here "
+            "(start at most that many processes per node)"
+        )
+    return torch.device("cuda", distributed.local_rank())
 
 
 def _mps_available() -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aecli import runtime
+from aecli import distributed, runtime
 from aecli.data import ImageSet
 from aecli.errors import UsageError
 from aecli.quality import ssim
@@ -128,7 +128,11 @@ def score_batches(
 
 
 def score(loaded, images: ImageSet, **options) -> Scores:
-    """Every metric for every image of the set; `combined` where the calibration allows it."""
+    """Every metric for every image of the set; `combined` where the calibration allows it.
+
+    Under torchrun every process scores its block and receives every score, in input order, so
+    thresholds over the whole set (percentiles, contamination) come out as with one process.
+    """
     collected: dict[str, list[torch.Tensor]] = {}
     index, skipped = [], 0
     for batch, raw, _ in score_batches(loaded, images, **options):
@@ -136,6 +140,8 @@ def score(loaded, images: ImageSet, **options) -> Scores:
         for name, values in raw.items():
             collected.setdefault(name, []).append(values)
         index.append(batch.index.numpy())
+    if distributed.active():
+        collected, index, skipped = distributed.concat_dict(collected), distributed.concat(index), distributed.total(skipped)
     where = np.concatenate(index) if index else np.empty(0, np.int64)
     values = {k: torch.cat(v).numpy() for k, v in collected.items()}
     add_combined(values, loaded.file.calibration)
