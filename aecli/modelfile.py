@@ -80,7 +80,20 @@ def save(
         state, extra = _flatten_optimizer(optimizer["state_dict"])
         tensors.update(state)
         metadata["optimizer"] = json.dumps({**extra, "position": optimizer["position"]}, separators=(",", ":"))
-    write_bytes_atomic(path, to_bytes(tensors, metadata=metadata))
+    write_bytes_atomic(path, canonical(to_bytes(tensors, metadata=metadata)))
+
+
+def canonical(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted.
+
+    safetensors writes the header from a hash map, whose order changes from one process to the
+    next; sorted, the same model gives the same bytes. The tensor data is untouched (its offsets
+    count from the end of the header), and the header stays padded to 8 bytes as the format asks.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + data[8 + n :]
 
 
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -231,7 +244,7 @@ def replace_calibration(path: Path, calibration: dict[str, Any], out: Path | Non
     except Exception as e:
         raise ModelFileError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
     metadata["calibration"] = json.dumps(calibration, separators=(",", ":"))
-    write_bytes_atomic(Path(out or path), to_bytes(tensors, metadata=metadata))
+    write_bytes_atomic(Path(out or path), canonical(to_bytes(tensors, metadata=metadata)))
 
 
 def _checked_config(path: Path, metadata: dict[str, str], shapes: dict[str, tuple[list[int], str]]) -> ModelConfig:
