@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,23 @@ def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO]:
         if isinstance(e, OSError):
             raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
         raise
+
+
+def write_stdout(data: bytes) -> None:
+    """All of `data` to stdout, or BrokenPipeError when the reader goes away.
+
+    sys.stdout.buffer.write returns a short count instead of raising when the pipe closes
+    mid-write, so a big write to `| head` would look like success; os.write raises.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured stdout (tests, notebooks): no descriptor
+        sys.stdout.buffer.write(data)
+        return
+    sys.stdout.flush()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

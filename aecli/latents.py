@@ -13,7 +13,7 @@ from typing import IO
 import numpy as np
 
 from aecli.errors import InputError, UsageError
-from aecli.files import atomic_output
+from aecli.files import atomic_output, write_stdout
 from aecli.tabular import csv_lines, json_line
 
 FORMATS = ("npy", "npz", "csv", "jsonl")
@@ -42,9 +42,9 @@ def write(vectors: np.ndarray, sources: list[str], out: Path | None, fmt: str) -
     """Write latents to `out` atomically, or to stdout when out is None."""
     if out is None:
         check_destination(out, fmt)
-        stream = sys.stdout.buffer
-        _write(stream, vectors, sources, fmt)
-        stream.flush()
+        buffer = io.BytesIO()  # numpy writes to a real file with fwrite, whose EPIPE is a bare OSError
+        _write(buffer, vectors, sources, fmt)
+        write_stdout(buffer.getvalue())
         return
     with atomic_output(out) as f:
         _write(f, vectors, sources, fmt)

@@ -176,6 +176,7 @@ def fit(
     if not resume:
         history.skipped_images += len(refused)
     step_loss = distributed.training_loss(model, device)  # DistributedDataParallel under torchrun
+    unreadable: set[str] = set()
     try:
         for epoch in range(epoch, tc.epochs):
             model.train()
@@ -190,9 +191,11 @@ def fit(
                 workers=tc.workers, resize=tc.resize, strict=not tc.skip_bad, pin_memory=device.type == "cuda",
             )  # fmt: skip
             for step, batch in enumerate(loader, start=first_step):
-                for message in batch.skipped:
+                fresh = [m for m in batch.skipped if m not in unreadable]  # each file once, not every epoch
+                unreadable.update(fresh)
+                for message in fresh:
                     cb.skipped(message)
-                n, skipped = len(batch.pixels), len(batch.skipped)
+                n, skipped = len(batch.pixels), len(fresh)
                 if n or distributed.active():  # under DDP every process takes every step, loaded or not
                     for group in optimizer.param_groups:
                         group["lr"] = learning_rate(tc, epoch * steps_per_epoch + step, tc.epochs * steps_per_epoch)
