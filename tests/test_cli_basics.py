@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
 import sys
 
@@ -38,3 +40,48 @@ def test_unknown_command_is_a_usage_error_without_traceback():
 
 def test_the_config_names_exactly_the_registered_variants():
     assert tuple(list_variants()) == VARIANTS
+
+
+def _stderr_on_a_terminal(*args: str, **env: str) -> str:
+    """Run `ae ARGS` with stderr on a pseudo-terminal; what it printed there."""
+    leader, follower = pty.openpty()
+    environment = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    subprocess.run(
+        [sys.executable, "-m", "aecli", *args], stderr=follower, stdout=subprocess.DEVNULL,
+        env={**environment, "TERM": "xterm-256color", **env},
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the other side is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return b"".join(chunks).decode()
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color():
+    error = ["encode", "missing.npy", "-m", "missing.safetensors"]
+    assert "\x1b[" in _stderr_on_a_terminal(*error)
+    assert "\x1b[" not in _stderr_on_a_terminal(*error, NO_COLOR="1")
+    piped = subprocess.run([sys.executable, "-m", "aecli", *error], capture_output=True, text=True)
+    assert piped.returncode == 1 and "\x1b[" not in piped.stderr and piped.stderr.startswith("Error: ")
+
+
+def test_shell_completion_scripts_are_offered(run):
+    result = run("--show-completion", "bash")
+    assert result.exit_code == 0 and "_ae_completion" in result.stdout and "complete" in result.stdout
+
+
+def test_help_needs_neither_torch_nor_matplotlib():
+    code = (
+        "import sys\nfrom aecli.cli import app\n"
+        "try:\n    app(['--help'], prog_name='ae')\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'matplotlib' in sys.modules, file=sys.stderr)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr.strip() == "False False" and "train" in out.stdout
