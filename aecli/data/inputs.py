@@ -141,10 +141,10 @@ class ImageSet:
                 x, usable = part.get(np.asarray(members) - start)
                 if not usable.all():
                     bad = [m for m, ok in zip(members, usable) if not ok]
-                    message = f"{part.name}#{bad[0] - start}: pixel values must be finite and in [0, 1] (or uint8)"
+                    messages = [f"{part.name}#{m - start}: pixel values must be finite and in [0, 1]" for m in bad]
                     if strict:
-                        raise UnreadableImage(message)
-                    skipped += [f"{part.name}#{m - start}: pixel values must be finite and in [0, 1]" for m in bad]
+                        raise UnreadableImage(messages[0])
+                    skipped += messages
                     x, members = x[torch.from_numpy(usable)], [m for m, ok in zip(members, usable) if ok]
                 x = self._fit(x, channels, size, resize, part.name)
                 pieces += [x] if size else list(x)
