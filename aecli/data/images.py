@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import struct
@@ -50,17 +51,17 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     if size is not None:
         _check_pixels(path, *size, max_pixels)
     if not _safe_for_torchvision(data):
-        return _to_unit_float(_read_with_pillow(path, max_pixels))
+        return _to_unit_float(_read_with_pillow(data, path, max_pixels))
     try:
         with warnings.catch_warnings():  # torchvision 0.29 warns that TorchCodec will take over
             warnings.simplefilter("ignore", DeprecationWarning)
             pixels = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED)
     except (RuntimeError, ValueError):
-        pixels = _read_with_pillow(path, max_pixels)
+        pixels = _read_with_pillow(data, path, max_pixels)
     if pixels.dim() == 4:  # an animated GIF: its first frame
         pixels = pixels[0]
     if pixels.shape[0] == 4 and data[:2] == b"\xff\xd8":  # CMYK, not RGBA: Pillow converts it
-        pixels = _read_with_pillow(path, max_pixels)
+        pixels = _read_with_pillow(data, path, max_pixels)
     return _to_unit_float(pixels)
 
 
@@ -136,13 +137,14 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _read_with_pillow(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+def _read_with_pillow(data: bytes, path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """Pillow decodes the bytes already read (not the file again); `path` names it in errors."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-            image = Image.open(path)
+            image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise UnreadableImage(f"{path}: over Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
