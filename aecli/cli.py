@@ -507,7 +507,7 @@ def denoise(
     max_pixels: MaxPixels = None,
     quiet: Quiet = False,
 ) -> None:
-    """Denoise images of any size: model-sized ones directly, larger ones in blended tiles.
+    """Denoise images of any size (larger than the model: in blended tiles).
 
     \b
     Examples:
@@ -604,7 +604,7 @@ def sample(
     device: Device = None,
     quiet: Quiet = False,
 ) -> None:
-    """Draw new images from a model: a VAE's prior, or a Gaussian fitted to a plain model's latents.
+    """Draw new images: from a VAE's prior, or from a plain model's latent Gaussian.
 
     \b
     Examples:
@@ -818,7 +818,7 @@ def calibrate(
 
 @command()
 def info(
-    model: Annotated[Path, typer.Argument(help="A model file made by `ae train`.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="A model file made by `ae train`.")],
     as_json: Annotated[bool, typer.Option("--json", help="Everything as JSON, for machines.")] = False,
 ) -> None:
     """Show what a model file holds: variant, config, training summary, calibration.
@@ -840,9 +840,9 @@ def info(
 
 @command()
 def demo(
-    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the models, pictures and report.")] = Path(
-        "demo-out"
-    ),
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="Folder for the models, pictures and report.")
+    ] = Path("demo-out"),
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Write into a folder that holds other files (none is deleted).")
     ] = False,
@@ -851,15 +851,16 @@ def demo(
     quick: Annotated[bool, typer.Option("--quick", hidden=True, help="A tiny tour, for tests.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Tour ae on its bundled sample: denoise, sample a VAE, map latents, score anomalies (about a minute).
+    """Tour ae on the bundled sample and write an HTML report of it.
 
-    Every step is an `ae` command; OUT/index.html (and report.md) shows each picture with the
-    commands that made it, to run again inside OUT. The report's paths go to stdout.
+    In about a minute it denoises, samples a VAE, maps latents and scores anomalies. Every step
+    is an `ae` command: OUT/index.html (and report.md) shows each picture with the commands that
+    made it, to run again inside OUT. The report's paths go to stdout.
 
     \b
     Examples:
-      ae demo
-      ae demo -o /tmp/tour --device cpu && xdg-open /tmp/tour/index.html
+      ae demo                 # then open demo-out/index.html in a browser
+      ae demo -o tour --device cpu --seed 1
     """
     from aecli import demo as tour
     from aecli.ui import Messages
