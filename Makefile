@@ -15,17 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The tour of ae on its bundled sample (about a minute on 2 cores): $(DEMO)/index.html shows it all.
 demo: $(STAMP)
-	mkdir -p $(DEMO)
-	$(BIN)/ae train sample --variant denoising --epochs 3 -o $(DEMO)/dae.safetensors --preview $(DEMO)/dae-preview.png
-	$(BIN)/ae info $(DEMO)/dae.safetensors
-	$(BIN)/ae denoise sample:test -m $(DEMO)/dae.safetensors --add-noise 0.2 --reference sample:test -o $(DEMO)/denoised --grid $(DEMO)/denoised.png
-	$(BIN)/ae train sample --variant vae --epochs 5 -o $(DEMO)/vae.safetensors -q
-	$(BIN)/ae sample -m $(DEMO)/vae.safetensors -n 64 --grid $(DEMO)/vae-samples.png --seed 1
-	$(BIN)/ae encode sample:test -m $(DEMO)/vae.safetensors -o $(DEMO)/latents.npz --index $(DEMO)/latents.txt
-	$(BIN)/ae train sample:class=7 -o $(DEMO)/sneakers.safetensors -q
-	$(BIN)/ae score sample:test -m $(DEMO)/sneakers.safetensors --labels class=7 -o $(DEMO)/scores.csv
-	$(BIN)/ae score sample:test -m $(DEMO)/sneakers.safetensors --top 8 --maps $(DEMO)/top-maps --format table
+	$(BIN)/ae demo -o $(DEMO)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
