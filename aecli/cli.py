@@ -523,8 +523,8 @@ def denoise(
     from aecli.ui import Messages, StreamProgress, print_quality
 
     say = Messages(quiet or not distributed.leader())  # under torchrun, rank 0 talks for all
-    if out is None and reference is None and grid is None:
-        raise UsageError("nothing to write: give -o DIR (or --reference to only measure, or --grid)")
+    if out is None and reference is None and grid is None and save_noisy is None:
+        raise UsageError("nothing to write: give -o DIR (or --reference to only measure, --grid or --save-noisy)")
     if report and not reference:
         raise UsageError("--report needs --reference")
     if save_noisy and not add_noise:
