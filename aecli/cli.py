@@ -517,9 +517,8 @@ def denoise(
     """
     from aecli import distributed, infer
     from aecli.data import open_inputs
-    from aecli.files import atomic_output, guard_inputs, mirror_targets
-    from aecli.pictures import save_png
-    from aecli.quality import QualityReport
+    from aecli.files import atomic_output
+    from aecli.restore import denoise_to_files, plan_outputs
     from aecli.ui import Messages, StreamProgress, print_quality
 
     say = Messages(quiet or not distributed.leader())  # under torchrun, rank 0 talks for all
@@ -532,50 +531,30 @@ def denoise(
     _outputs(report, grid)
     _output_dirs(out, save_noisy)
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
-    relative = [images.relative(i) for i in range(len(images))]
-    files = [p for part in images.parts for p in getattr(part, "paths", [])]
-    targets = {}
-    for name, directory in (("out", out), ("noisy", save_noisy)):
-        if directory is not None:
-            targets[name] = mirror_targets(directory, relative)
-            guard_inputs(directory, images.directories, files, targets[name], overwrite)
+    targets = plan_outputs(images, out, save_noisy, overwrite)
     loaded = infer.load_model(model, device)
     if loaded.config.variant != "denoising":
         say.warn(
             f"{model} (variant {loaded.config.variant}) was not trained to denoise: its output is a reconstruction"
         )
     references = infer.References(reference, images) if reference else None
-    quality, shown, count = QualityReport(), [], 0
     with StreamProgress(say, "denoise", images.refused) as progress:
-        for result in infer.denoise(
-            loaded, images, noise=add_noise, seed=seed, resize=resize, overlap=overlap,
-            batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress,
-        ):  # fmt: skip
-            if out is not None:
-                save_png(targets["out"][result.index], result.clean)
-            if save_noisy is not None:
-                save_png(targets["noisy"][result.index], result.noisy)
-            ref = references.get(result.index, result.clean) if references else None
-            if ref is not None:
-                quality.add(images.name(result.index), result.noisy, result.clean, ref)
-            if len(shown) < nrow:
-                shown.append([result.noisy, result.clean] + ([ref] if ref is not None else []))
-            count += 1
-    if distributed.active():  # each process wrote its own images; rank 0 reports on all of them
-        quality.rows, shown = distributed.concat(quality.rows), distributed.concat(shown)[:nrow]
-        count = distributed.total(count)
-        if not distributed.leader():
-            return
-    if grid and shown:
+        done = denoise_to_files(
+            loaded, images, targets, references, keep=nrow, noise=add_noise, seed=seed, resize=resize,
+            overlap=overlap, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress,
+        )  # fmt: skip
+    if not distributed.leader():  # under torchrun, rank 0 writes the shared outputs
+        return
+    if grid and done.shown:
         from aecli.pictures import save_rows
 
-        save_rows(grid, [list(row) for row in zip(*shown)])
+        save_rows(grid, [list(row) for row in zip(*done.shown)])
     if report:
         with atomic_output(report) as f:
-            f.write(quality.csv().encode())
+            f.write(done.quality.csv().encode())
     if references:
-        print_quality(quality.summary(), len(quality.rows), add_noise)
-    say.info(f"denoised {count} images" + (f" to {out}/" if out else "") + (f"; grid: {grid}" if grid else ""))
+        print_quality(done.quality.summary(), len(done.quality.rows), add_noise)
+    say.info(f"denoised {done.count} images" + (f" to {out}/" if out else "") + (f"; grid: {grid}" if grid else ""))
 
 
 @command()
@@ -739,17 +718,16 @@ def score(
             loaded, images, metric=metric, threshold=spec, fpr=fpr, contamination=contamination, labels=truth,
             progress=progress, **options,
         )  # fmt: skip
-    records = result.records(top)
-    if not leader():
-        pass
-    elif fmt == "table" and out is None:
-        print_table(score_table(records))
-    elif out is None:
-        sys.stdout.writelines(records_text(records, "csv" if fmt == "table" else fmt))
-    else:
-        with atomic_output(out) as f:
-            for line in records_text(records, "csv" if fmt == "table" else fmt):
-                f.write(line.encode())
+    records, text = result.records(top), "csv" if fmt == "table" else fmt
+    if leader():  # under torchrun, rank 0 writes for all
+        if fmt == "table" and out is None:
+            print_table(score_table(records))
+        elif out is None:
+            sys.stdout.writelines(records_text(records, text))
+        else:
+            with atomic_output(out) as f:
+                for line in records_text(records, text):
+                    f.write(line.encode())
     n, flagged = len(result.flagged), int(result.flagged.sum())
     say.info(f"{result.metric} threshold {result.threshold.value:.6g} ({result.threshold.how})")
     say.info(f"flagged {flagged} of {n} images ({flagged / max(n, 1):.1%})")

@@ -1,0 +1,69 @@
+"""The job behind `ae denoise`: denoise a set of images into PNG files beside a quality report.
+
+infer.denoise yields one result at a time; this writes each where its input's relative path says,
+measures it against a reference when there is one, and keeps a few for a grid. Under torchrun
+each process writes its own images and the report is gathered, so rank 0 reports on all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from aecli import distributed, infer
+from aecli.data import ImageSet
+from aecli.files import guard_inputs, mirror_targets
+from aecli.pictures import save_png
+from aecli.quality import QualityReport
+
+
+@dataclass
+class Restored:
+    """What was written: the count, the PSNR/SSIM report (empty without references), grid rows."""
+
+    count: int = 0
+    quality: QualityReport = field(default_factory=QualityReport)
+    shown: list[list[torch.Tensor]] = field(default_factory=list)  # [noisy, clean(, reference)] per image
+
+
+def plan_outputs(images: ImageSet, out: Path | None, noisy: Path | None, overwrite: bool) -> dict[str, list[Path]]:
+    """Where each image's outputs go, refusing inputs' directories and files before any work."""
+    relative = [images.relative(i) for i in range(len(images))]
+    files = [p for part in images.parts for p in getattr(part, "paths", [])]
+    targets = {}
+    for name, directory in (("out", out), ("noisy", noisy)):
+        if directory is not None:
+            targets[name] = mirror_targets(directory, relative)
+            guard_inputs(directory, images.directories, files, targets[name], overwrite)
+    return targets
+
+
+def denoise_to_files(
+    loaded: infer.Loaded,
+    images: ImageSet,
+    targets: dict[str, list[Path]],
+    references: infer.References | None = None,
+    keep: int = 8,
+    **options,
+) -> Restored:
+    """Denoise every image (options as infer.denoise) into targets["out"] (and the noisy input
+    into targets["noisy"]), measuring each against its reference; keep the first `keep` for a grid."""
+    done = Restored()
+    for result in infer.denoise(loaded, images, **options):
+        if "out" in targets:
+            save_png(targets["out"][result.index], result.clean)
+        if "noisy" in targets:
+            save_png(targets["noisy"][result.index], result.noisy)
+        ref = references.get(result.index, result.clean) if references else None
+        if ref is not None:
+            done.quality.add(images.name(result.index), result.noisy, result.clean, ref)
+        if len(done.shown) < keep:
+            done.shown.append([result.noisy, result.clean] + ([ref] if ref is not None else []))
+        done.count += 1
+    if distributed.active():  # each process wrote its own images; every process learns of all
+        done.quality.rows = distributed.concat(done.quality.rows)
+        done.shown = distributed.concat(done.shown)[:keep]
+        done.count = distributed.total(done.count)
+    return done
