@@ -15,13 +15,13 @@ import io
 import os
 import platform
 import shlex
-import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aecli import __version__
+from aecli.data.images import header_size
 from aecli.data.named import CLASS_NAMES
 from aecli.errors import AecliError, Interrupted, OutputError
 from aecli.files import write_bytes_atomic
@@ -465,7 +465,6 @@ def _code(escaped: str) -> str:
 
 
 def _png_size(path: Path) -> tuple[int, int]:
-    """Width and height from a PNG's header, without decoding it."""
+    """Width and height from the picture's header, without decoding it."""
     with open(path, "rb") as f:
-        head = f.read(24)
-    return struct.unpack(">II", head[16:24]) if head[:8] == b"\x89PNG\r\n\x1a\n" else (0, 0)
+        return header_size(f.read(64)) or (0, 0)

@@ -79,6 +79,15 @@ def idx_file(tmp_path) -> Path:
     return write_idx(tmp_path / "blobs-idx3-ubyte.gz", blobs(24))
 
 
+@pytest.fixture
+def mvtec(tmp_path) -> Path:
+    """test/good (discs like the training data) and test/noise (obvious anomalies), MVTec-style."""
+    write_pngs(tmp_path / "test" / "good", blobs(6, seed=11))
+    rng = np.random.default_rng(0)
+    write_pngs(tmp_path / "test" / "noise", (rng.random((2, 16, 16)) * 255).astype(np.uint8))
+    return tmp_path / "test"
+
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> dict[str, Path]:
     """Tiny trained models, made once per session: ae and vae (conv), dae (unet denoiser)."""

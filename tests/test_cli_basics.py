@@ -76,12 +76,3 @@ def test_shell_completion_scripts_are_offered(run):
     result = run("--show-completion", "bash")
     assert result.exit_code == 0 and "_ae_completion" in result.stdout and "complete" in result.stdout
 
-
-def test_help_needs_neither_torch_nor_matplotlib():
-    code = (
-        "import sys\nfrom aecli.cli import app\n"
-        "try:\n    app(['--help'], prog_name='ae')\nexcept SystemExit:\n    pass\n"
-        "print('torch' in sys.modules, 'matplotlib' in sys.modules, file=sys.stderr)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stderr.strip() == "False False" and "train" in out.stdout

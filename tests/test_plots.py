@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from aecli import plots
-from tests.conftest import blobs, write_pngs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -26,15 +25,6 @@ def test_help_imports_neither_matplotlib_nor_torch():
     code = "import sys; from aecli.cli import main; sys.argv = ['ae', 'encode', '--help']\ntry: main()\nexcept SystemExit: pass\nprint(sorted({'matplotlib', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "--plot" in out.stdout and out.stdout.splitlines()[-1] == "[]"
-
-
-@pytest.fixture
-def folders(tmp_path):
-    """test/good (discs like the training data) and test/noise (obvious anomalies)."""
-    write_pngs(tmp_path / "test" / "good", blobs(6, seed=11))
-    rng = np.random.default_rng(0)
-    write_pngs(tmp_path / "test" / "noise", (rng.random((2, 16, 16)) * 255).astype(np.uint8))
-    return tmp_path / "test"
 
 
 def test_train_plot_writes_the_loss_curves_beside_the_model(run, npy_file, tmp_path):
@@ -62,8 +52,8 @@ def test_dataset_labels_name_fashion_mnist_classes_and_leave_plain_arrays_unlabe
     assert plots.dataset_labels(open_inputs([str(npy_file)], None), np.arange(3)) == (None, None)
 
 
-def test_score_plot_with_labels_and_twice_gives_the_same_bytes(run, models, folders, tmp_path):
-    args = ("score", folders, "-m", models["ae"], "--labels", "folders", "-o", "s.csv")
+def test_score_plot_with_labels_and_twice_gives_the_same_bytes(run, models, mvtec, tmp_path):
+    args = ("score", mvtec, "-m", models["ae"], "--labels", "folders", "-o", "s.csv")
     first = run(*args, "--plot", "a.png")
     assert first.exit_code == 0, first.stderr
     assert "histogram: a.png" in first.stderr
@@ -157,7 +147,7 @@ def test_projection_names_and_needs_are_usage_errors(run, npy_file):
     assert result.stderr == "Error: --projection needs --plot FILE\n"
 
 
-def test_plot_into_a_missing_directory_fails_before_the_work(run, models, folders):
-    result = run("score", folders, "-m", models["ae"], "--plot", "nowhere/hist.png")
+def test_plot_into_a_missing_directory_fails_before_the_work(run, models, mvtec):
+    result = run("score", mvtec, "-m", models["ae"], "--plot", "nowhere/hist.png")
     assert result.exit_code == 1
     assert result.stderr == "Error: cannot write nowhere/hist.png: directory nowhere does not exist\n"

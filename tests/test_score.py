@@ -10,16 +10,7 @@ from PIL import Image
 
 from aecli import metrics, modelfile, thresholds
 from aecli.errors import UsageError
-from tests.conftest import blobs, write_pngs
-
-
-@pytest.fixture
-def mvtec(tmp_path):
-    """test/good (discs like the training data) and test/noise (obvious anomalies), MVTec-style."""
-    write_pngs(tmp_path / "test" / "good", blobs(6, seed=11))
-    rng = np.random.default_rng(0)
-    write_pngs(tmp_path / "test" / "noise", (rng.random((2, 16, 16)) * 255).astype(np.uint8))
-    return tmp_path / "test"
+from tests.conftest import blobs
 
 
 def _rows(text: str) -> list[dict[str, str]]:
