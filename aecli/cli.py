@@ -232,15 +232,15 @@ def train(
     from aecli import train as training
     from aecli.data import open_inputs
     from aecli.distributed import leader
-    from aecli.files import check_writable
-    from aecli.modelfile import check_replaceable, load
+    from aecli.io.files import check_writable
+    from aecli.io.modelfile import check_replaceable, load
     from aecli.ui import Messages, TrainProgress
 
     say = Messages(quiet or not leader())  # under torchrun, rank 0 talks for all
     out = out or Path(f"{settings.model.variant}.safetensors")
     loss_png = None
     if plot:
-        from aecli import plots
+        from aecli.report import plots
 
         plots.check_available()
         loss_png = plots.loss_plot_path(out)
@@ -314,14 +314,14 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed for every random draw: s
 
 
 def _outputs(*paths: Optional[Path]) -> None:
-    from aecli.files import check_writable
+    from aecli.io.files import check_writable
 
     for path in filter(None, paths):
         check_writable(path)
 
 
 def _output_dirs(*paths: Optional[Path]) -> None:
-    from aecli.files import check_directory
+    from aecli.io.files import check_directory
 
     for path in filter(None, paths):
         check_directory(path)
@@ -376,7 +376,8 @@ def encode(
       ae encode ./images -m vae.safetensors --format npz -o z.npz
       ae encode sample:test -m ae.safetensors -o z.npy --plot map.png --projection tsne
     """
-    from aecli import infer, latents
+    from aecli import infer
+    from aecli.io import latents
     from aecli.data import open_inputs
     from aecli.distributed import leader
     from aecli.ui import Messages, StreamProgress
@@ -388,7 +389,7 @@ def encode(
     if projection and not plot:
         raise UsageError("--projection needs --plot FILE")
     if plot:
-        from aecli import plots
+        from aecli.report import plots
 
         plots.check_available(projection or "pca")
     _outputs(target, index, plot)
@@ -435,8 +436,9 @@ def decode(
       ae decode latents.npy -m ae.safetensors -o recon/ --grid recon.png
       ae encode ./images -m ae.safetensors | ae decode - -m ae.safetensors --grid recon.png
     """
-    from aecli import infer, latents
-    from aecli.pictures import GRID_LIMIT, save_grid, save_png
+    from aecli import infer
+    from aecli.io import latents
+    from aecli.io.pictures import GRID_LIMIT, save_grid, save_png
     from aecli.ui import Messages
 
     say = Messages(quiet)
@@ -517,8 +519,8 @@ def denoise(
     """
     from aecli import distributed, infer
     from aecli.data import open_inputs
-    from aecli.files import atomic_output
-    from aecli.restore import denoise_to_files, plan_outputs
+    from aecli.io.files import atomic_output
+    from aecli.infer.restore import denoise_to_files, plan_outputs
     from aecli.ui import Messages, StreamProgress, print_quality
 
     say = Messages(quiet or not distributed.leader())  # under torchrun, rank 0 talks for all
@@ -546,7 +548,7 @@ def denoise(
     if not distributed.leader():  # under torchrun, rank 0 writes the shared outputs
         return
     if grid and done.shown:
-        from aecli.pictures import save_rows
+        from aecli.io.pictures import save_rows
 
         save_rows(grid, [list(row) for row in zip(*done.shown)])
     if report:
@@ -591,7 +593,7 @@ def sample(
       ae sample -m ae.safetensors --interpolate a.png b.png --steps 8 --grid walk.png
     """
     from aecli import infer
-    from aecli.pictures import save_grid, save_png
+    from aecli.io.pictures import save_grid, save_png
     from aecli.ui import Messages
 
     say = Messages(quiet)
@@ -682,12 +684,13 @@ def score(
       ae score ./test -m ae.safetensors --labels folders --maps maps/ --plot scores.png
       ae score ./incoming -m ae.safetensors --contamination 0.05 --fail-on-anomaly
     """
-    from aecli import infer, thresholds
+    from aecli import infer
+    from aecli.scoring import thresholds
     from aecli.data import open_inputs
     from aecli.distributed import leader, total
-    from aecli.files import atomic_output
-    from aecli.score import assess
-    from aecli.tabular import records_text
+    from aecli.io.files import atomic_output
+    from aecli.scoring.scores import assess
+    from aecli.io.tabular import records_text
     from aecli.ui import Messages, StreamProgress, print_evaluation, print_table, score_table
 
     say = Messages(quiet or not leader())  # under torchrun, rank 0 talks and writes for all
@@ -698,7 +701,7 @@ def score(
     if maps_all and not maps:
         raise UsageError("--maps-all needs --maps DIR")
     if plot:
-        from aecli.plots import check_available, score_histogram
+        from aecli.report.plots import check_available, score_histogram
 
         check_available()
     _outputs(out, plot)
@@ -706,7 +709,7 @@ def score(
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
     truth = None
     if labels:
-        from aecli.labels import labels_for
+        from aecli.scoring.labels import labels_for
 
         truth = labels_for(images, labels)
     loaded = infer.load_model(model, device)
@@ -734,7 +737,7 @@ def score(
     if result.evaluation is not None and leader():
         print_evaluation(result.evaluation, result.threshold.value)
     if maps:
-        from aecli.heatmaps import write_maps
+        from aecli.scoring.maps import write_maps
 
         written = total(write_maps(loaded, images, result.map_rows(top, maps_all), maps, **options))
         say.info(f"heatmaps: {written} in {maps}/")
@@ -770,10 +773,11 @@ def calibrate(
       ae calibrate ./known_good -m ae.safetensors
       ae calibrate ./known_good -m ae.safetensors -o ae-site2.safetensors
     """
-    from aecli import infer, modelfile
+    from aecli import infer
+    from aecli.io import modelfile
     from aecli.data import open_inputs
     from aecli.distributed import leader
-    from aecli.score import calibrate_from, score
+    from aecli.scoring.scores import calibrate_from, score
     from aecli.ui import Messages, StreamProgress
 
     say = Messages(quiet or not leader())
@@ -806,7 +810,7 @@ def info(
       ae info dae.safetensors
       ae info dae.safetensors --json | jq .calibration.metrics.mse.p99
     """
-    from aecli.modelfile import describe
+    from aecli.io.modelfile import describe
     from aecli.ui import model_table, print_json, print_table
 
     details = describe(model)
@@ -840,7 +844,7 @@ def demo(
       ae demo                 # then open demo-out/index.html in a browser
       ae demo -o tour --device cpu --seed 1
     """
-    from aecli import demo as tour
+    from aecli.report import demo as tour
     from aecli.ui import Messages
 
     say = Messages(quiet)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from _common import fashion_mnist
 
-from aecli.quality import psnr, ssim
+from aecli.scoring.quality import psnr, ssim
 
 PHOTO_SIGMA = 25 / 255
 TRAIN_PHOTOS = (
@@ -132,7 +132,7 @@ def grey_photo(name: str) -> np.ndarray:
 
 
 def quality(x: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
-    """PSNR and SSIM with ae's own definitions (aecli.quality), so every row is measured alike."""
+    """PSNR and SSIM with ae's own definitions (aecli.scoring.quality), so every row is measured alike."""
     a, b = (torch.from_numpy(np.asarray(v, dtype=np.float32))[None, None] for v in (x, clean))
     return float(psnr(a, b)[0]), float(ssim(a, b)[0])
 

@@ -1,7 +1,7 @@
 """One-class anomaly detection on Fashion-MNIST: train on one class, find the other nine.
 
 For each class k, `ae train fashion-mnist:class=k` (default settings) learns what class k looks
-like; every metric of `aecli.score.score` then scores the 10,000 test images, anomalous being
+like; every metric of `aecli.scoring.scores.score` then scores the 10,000 test images, anomalous being
 any other class, and we report each metric's AUROC. `ae score --labels class=k` runs once per
 class too, so the CLI's default metric and `--threshold auto` (at --fpr 0.01) are checked as a
 user meets them: the share of class-k test images it flags should be near 1 %.
@@ -34,9 +34,9 @@ from _common import fashion_mnist
 from aecli.config import ModelConfig
 from aecli.data import open_inputs
 from aecli.infer import load_model
-from aecli.metrics import auroc
+from aecli.scoring.metrics import auroc
 from aecli.models import create_model
-from aecli.score import DEFAULT_METRIC, METRICS, score
+from aecli.scoring.scores import DEFAULT_METRIC, METRICS, score
 
 NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 

@@ -46,7 +46,7 @@ import torch
 warnings.simplefilter("ignore", DeprecationWarning)  # torchvision's notice about TorchCodec
 from torchvision.io import decode_image
 
-from aecli.modelfile import load
+from aecli.io.modelfile import load
 
 source, model_path, out = sys.argv[1:]
 model = load(Path(model_path)).model

@@ -19,7 +19,7 @@ import pytest
 from conftest import blobs, write_idx, write_pngs
 from PIL import Image
 
-from aecli import modelfile
+from aecli.io import modelfile
 
 GOOD = 6  # good images beside each bad one
 COMMANDS = ["train", "encode", "denoise", "score", "calibrate"]

@@ -12,7 +12,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from aecli import demo
+from aecli.report import demo
 from aecli.cli import app
 from aecli.errors import AecliError
 

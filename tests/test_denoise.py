@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from aecli.quality import psnr, ssim
-from aecli.tiles import apply_tiled
+from aecli.scoring.quality import psnr, ssim
+from aecli.infer.tiles import apply_tiled
 from tests.conftest import blobs, write_pngs
 
 
@@ -111,7 +111,7 @@ def test_a_denoiser_trained_on_patches_cleans_whole_images(run, tmp_path):
     write_pngs(tmp_path / "photos", blobs(6, size=32))
     result = run("train", "photos", "--variant", "denoising", "--patch-size", "8", "--patches-per-image", "4", "--epochs", "1", "-o", "p.safetensors", "-q")
     assert result.exit_code == 0, result.stderr
-    from aecli import modelfile
+    from aecli.io import modelfile
 
     loaded = modelfile.load(tmp_path / "p.safetensors")
     assert loaded.config.image_size == 8 and loaded.training["data"]["train"] % 4 == 0

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from aecli import distributed, modelfile
+from aecli import distributed
+from aecli.io import modelfile
 from aecli.errors import UsageError
 from tests.conftest import blobs, write_pngs
 

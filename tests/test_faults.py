@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import blobs, write_pngs
 
-from aecli import modelfile
+from aecli.io import modelfile
 
 AE = [sys.executable, "-m", "aecli"]
 ENV = {**os.environ, "COLUMNS": "200"}
@@ -164,7 +164,7 @@ def test_a_full_disk_on_a_file_is_one_line_and_leaves_nothing(run, models, tmp_p
     def no_space(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("aecli.files.os.fsync", no_space)  # every output goes through atomic_output
+    monkeypatch.setattr("aecli.io.files.os.fsync", no_space)  # every output goes through atomic_output
     model_before = models["ae"].read_bytes()
     result = run(*FILE_OUTPUTS[command](models["ae"], tmp_path / "x.npy"), "-q")
     assert result.exit_code == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aecli import modelfile
+from aecli.io import modelfile
 from aecli.models import list_variants
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

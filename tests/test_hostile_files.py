@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from aecli import modelfile
+from aecli.io import modelfile
 from aecli.data.arrays import read_idx_array, read_npy
 from aecli.data.images import read_image
 from aecli.errors import AecliError

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from aecli import modelfile
+from aecli.io import modelfile
 from aecli.config import ModelConfig, TrainConfig
 from aecli.models import create_model
 

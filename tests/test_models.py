@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aecli import modelfile
+from aecli.io import modelfile
 from aecli.config import ModelConfig, TrainConfig
 from aecli.errors import AecliError
 from aecli.models import create_model, list_variants

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aecli import plots
+from aecli.report import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

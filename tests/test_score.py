@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aecli import metrics, modelfile, thresholds
+from aecli.scoring import metrics
+from aecli.io import modelfile
+from aecli.scoring import thresholds
 from aecli.errors import UsageError
 from tests.conftest import blobs
 

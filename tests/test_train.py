@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from aecli import modelfile
+from aecli.io import modelfile
 from aecli.config import load_settings
 from aecli.data import open_inputs
 from aecli.errors import Interrupted

@@ -21,7 +21,7 @@ from aecli.data.arrays import ArrayImages, is_idx, read_idx, read_npy, read_npz
 from aecli.data.images import IMAGE_SUFFIXES, MAX_PIXELS, UnreadableImage, read_image, to_channels, to_size
 from aecli.data.named import is_named, open_named
 from aecli.errors import InputError, UsageError
-from aecli.files import real
+from aecli.io.files import real
 
 _GLOB_CHARS = set("*?[")
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from aecli import distributed, runtime
 from aecli.data import ImageSet
 from aecli.errors import UsageError
-from aecli.quality import ssim
+from aecli.scoring.quality import ssim
 
 METRICS = ("mse", "mae", "bce", "ssim", "latent", "combined", "elbo")
 # The best mean AUROC in benchmarks/oneclass_fmnist.py (0.921 against mse's 0.892 over the ten
@@ -150,7 +150,7 @@ def score(loaded, images: ImageSet, **options) -> Scores:
 
 def calibrate_from(values: dict[str, np.ndarray], split: str) -> dict[str, Any]:
     """A calibration record (see calibration.py) over every metric, `combined` included."""
-    from aecli import calibration as calib
+    from aecli.scoring import calibration as calib
 
     record = calib.calibration({k: v for k, v in values.items() if k != "combined"}, split)
     combined = dict(values)
@@ -207,7 +207,8 @@ def assess(
 
     metric=None takes DEFAULT_METRIC, or FALLBACK_METRIC when the model file cannot give it.
     """
-    from aecli import metrics, thresholds
+    from aecli.scoring import metrics
+    from aecli.scoring import thresholds
 
     if metric is not None and metric not in METRICS:
         raise UsageError(_unavailable(metric))

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aecli.files import mirror_targets
-from aecli.pictures import save_png
+from aecli.io.files import mirror_targets
+from aecli.io.pictures import save_png
 
 MIN_SCALE = 0.1  # an error of 0.1 (10 % of the pixel range) or more is full heat
 VIEW_SIZE = 128  # small images are enlarged (nearest neighbour) to at least this, to be seen
@@ -46,7 +46,7 @@ def panel(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
 
 def write_maps(loaded, images, rows: np.ndarray, out_dir: Path, **options) -> int:
     """A map PNG for each image at `rows`, mirroring its relative path below `out_dir`."""
-    from aecli.score import score_batches
+    from aecli.scoring.scores import score_batches
 
     targets = mirror_targets(out_dir, [images.relative(int(i)) for i in rows])
     target_of = dict(zip(np.asarray(rows).tolist(), targets))

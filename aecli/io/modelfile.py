@@ -25,7 +25,7 @@ from aecli.config import (
     train_config_from_json,
 )
 from aecli.errors import ModelFileError, OutputError
-from aecli.files import write_bytes_atomic
+from aecli.io.files import write_bytes_atomic
 
 FORMAT = "aecli"
 FORMAT_VERSION = 1

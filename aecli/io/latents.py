@@ -13,8 +13,8 @@ from typing import IO
 import numpy as np
 
 from aecli.errors import InputError, UsageError
-from aecli.files import atomic_output, write_stdout
-from aecli.tabular import csv_lines, json_line
+from aecli.io.files import atomic_output, write_stdout
+from aecli.io.tabular import csv_lines, json_line
 
 FORMATS = ("npy", "npz", "csv", "jsonl")
 BINARY = ("npy", "npz")

@@ -14,9 +14,9 @@ import torch
 
 from aecli import distributed, infer
 from aecli.data import ImageSet
-from aecli.files import guard_inputs, mirror_targets
-from aecli.pictures import save_png
-from aecli.quality import QualityReport
+from aecli.io.files import guard_inputs, mirror_targets
+from aecli.io.pictures import save_png
+from aecli.scoring.quality import QualityReport
 
 
 @dataclass

@@ -9,7 +9,7 @@ import torch
 
 from aecli import runtime
 from aecli.config import ModelConfig
-from aecli.files import atomic_output
+from aecli.io.files import atomic_output
 
 GRID_LIMIT = 256  # a grid is for a quick look: more images than this make it unreadable
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from aecli.errors import InputError, UsageError
-from aecli.files import real
+from aecli.io.files import real
 
 NORMAL_FOLDERS = {"good", "normal"}
 _WORDS = {

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aecli import distributed, modelfile, runtime
+from aecli import distributed, runtime
+from aecli.io import modelfile
 from aecli.config import ModelConfig
 from aecli.data import Batch, ImageSet, batch_indices, stream
 from aecli.data.images import IMAGE_SUFFIXES, read_image, to_channels, to_size
 from aecli.errors import AecliError, InputError, UsageError
-from aecli.tiles import apply_tiled
+from aecli.infer.tiles import apply_tiled
 
 
 class Progress:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from aecli.errors import InputError, MissingExtra, UsageError
-from aecli.files import write_bytes_atomic
+from aecli.io.files import write_bytes_atomic
 
 PROJECTIONS = ("pca", "tsne", "umap")
 SIZE, DPI = (8, 6), 100  # 800x600 pixels: readable in a report or an image viewer, small on disk
@@ -267,7 +267,7 @@ def score_histogram(
     labels: 0 normal, 1 anomalous per score; the AUROC goes in the title (computed if not given).
     The x axis is logarithmic when positive scores span more than two decades.
     """
-    from aecli import metrics
+    from aecli.scoring import metrics
 
     values = np.asarray(scores, dtype=np.float64).ravel()
     if labels is not None and len(labels) != len(values):

@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from aecli import calibration as calib
-from aecli import distributed, modelfile, runtime
+from aecli.scoring import calibration as calib
+from aecli import distributed, runtime
+from aecli.io import modelfile
 from aecli.config import ModelConfig, Settings, TrainConfig
 from aecli.data import ImageSet, batch_indices, stream
 from aecli.data.patches import Patches
 from aecli.errors import Interrupted, UsageError
 from aecli.models import create_model
-from aecli.score import LatentGaussian, calibrate_from, image_scores
+from aecli.scoring.scores import LatentGaussian, calibrate_from, image_scores
 
 
 class Callbacks:
@@ -248,7 +249,7 @@ def fit(
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; {out} holds the last saved epoch (continue with --resume)") from None
     if preview is not None and distributed.leader():
-        from aecli.pictures import write_preview
+        from aecli.io.pictures import write_preview
 
         write_preview(preview, model, images, split.val if len(split.val) else split.train, config, device)
     distributed.barrier()  # under torchrun, the others read the file once rank 0 has written it

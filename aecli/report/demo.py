@@ -24,7 +24,7 @@ from aecli import __version__
 from aecli.data.images import header_size
 from aecli.data.named import CLASS_NAMES
 from aecli.errors import AecliError, Interrupted, OutputError
-from aecli.files import write_bytes_atomic
+from aecli.io.files import write_bytes_atomic
 
 MARKER = ".ae-demo"  # a folder holding this was written by `ae demo`, which may write there again
 NORMAL_CLASS = 7  # sneakers: one narrow kind of thing, with sandals and boots as near misses
@@ -88,7 +88,7 @@ class Demo:
 
 def plots_available() -> bool:
     """The plots need matplotlib (the `plot` extra); without it the tour skips them, with a note."""
-    return importlib.util.find_spec("matplotlib") is not None and importlib.util.find_spec("aecli.plots") is not None
+    return importlib.util.find_spec("matplotlib") is not None and importlib.util.find_spec("aecli.report.plots") is not None
 
 
 def plan(size: Size = FULL, *, plots: bool = True, device: str | None = None, seed: int = 0) -> list[Step]:
@@ -347,7 +347,7 @@ def _after_denoise(out: Path, step: Step, size: Size) -> None:
 
 
 def _after_score(out: Path, step: Step, size: Size) -> None:
-    from aecli import metrics
+    from aecli.scoring import metrics
     from aecli.data import open_inputs
 
     rows = _rows(out / "scores.csv")

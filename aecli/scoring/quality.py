@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from aecli.tabular import csv_lines
+from aecli.io.tabular import csv_lines
 
 _C1, _C2 = 0.01**2, 0.03**2
 

@@ -1,0 +1,1 @@
+"""What ae reads and writes: model files, atomic outputs, latents, tables, pictures."""
