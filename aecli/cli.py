@@ -8,6 +8,7 @@ only, so `ae --help` stays fast.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import signal
 import sys
@@ -123,91 +124,20 @@ MaxPixels = Annotated[
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress or messages on stderr; errors still show.")]
 
 
-@command()
-def train(
-    inputs: Inputs = None,
-    out: Annotated[
-        Optional[Path], typer.Option("-o", "--out", help="Model file to write (default: VARIANT.safetensors).")
-    ] = None,
-    variant: Annotated[Optional[str], typer.Option(help="ae, denoising or vae.", show_default="ae")] = None,
-    arch: Annotated[
-        Optional[str],
-        typer.Option(
-            help="conv (a true bottleneck) or unet (skip connections; keeps detail).",
-            show_default="unet for denoising, else conv",
-        ),
-    ] = None,
-    latent_dim: Annotated[
-        Optional[int], typer.Option(help="Length of each image's latent vector.", show_default="32")
-    ] = None,
-    sigma: Annotated[Optional[float], typer.Option(help="denoising: noise strength.", show_default="0.2")] = None,
-    noise: Annotated[
-        Optional[str], typer.Option(help="denoising: gaussian, salt-pepper, mask or mixed.", show_default="gaussian")
-    ] = None,
-    beta: Annotated[Optional[float], typer.Option(help="vae: weight of the KL term.", show_default="1.0")] = None,
-    loss: Annotated[Optional[str], typer.Option(help="Pixel loss: mse or bce.", show_default="mse")] = None,
-    epochs: Annotated[
-        Optional[int], typer.Option(help="Passes over the training images.", show_default="10; 20 for denoising")
-    ] = None,
-    batch_size: Annotated[
-        Optional[int], typer.Option(help="Images per step.", show_default="128; 32 for denoising")
-    ] = None,
-    lr: Annotated[
-        Optional[float], typer.Option(help="Adam's peak learning rate.", show_default="0.001; 0.002 for denoising")
-    ] = None,
-    lr_schedule: Annotated[
-        Optional[str], typer.Option(help="cosine (5% warm-up, decay to 0) or constant.", show_default="cosine")
-    ] = None,
-    val_split: Annotated[
-        Optional[float], typer.Option(help="Fraction held out for validation and calibration.", show_default="0.1")
-    ] = None,
-    patch_size: Annotated[
-        Optional[int], typer.Option(help="Train on random crops of this size (the model's size), e.g. for photos.")
-    ] = None,
-    patches_per_image: Annotated[
-        Optional[int], typer.Option(help="With --patch-size: crops per image per epoch.", show_default="16")
-    ] = None,
-    image_size: Annotated[
-        Optional[int], typer.Option(help="Model input size (square); others are resized.", show_default="first image's")
-    ] = None,
-    channels: Annotated[
-        Optional[int], typer.Option(help="1 (grey) or 3 (colour).", show_default="first image's")
-    ] = None,
-    seed: Annotated[
-        Optional[int],
-        typer.Option(help="Seed for split, shuffle and noise: same seed, same model on CPU.", show_default="0"),
-    ] = None,
-    device: Device = None,
-    workers: Workers = None,
-    config: Annotated[
-        Optional[Path],
-        typer.Option("--config", exists=True, dir_okay=False, help="YAML file of these settings; flags override it."),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run saved in --out (same settings, same result).")
-    ] = False,
-    preview: Annotated[
-        Optional[Path], typer.Option("--preview", help="PNG grid of validation inputs and reconstructions.")
-    ] = None,
-    plot: Annotated[
-        bool,
-        typer.Option("--plot", help="Also draw train and validation loss per epoch to MODEL.loss.png (matplotlib)."),
-    ] = False,
-    print_config: Annotated[
-        bool, typer.Option("--print-config", help="Print the resolved settings as YAML and exit.")
-    ] = False,
-    files_from: FilesFrom = None,
-    no_resize: Annotated[
-        bool, typer.Option("--no-resize", help="Reject images of another size instead of resizing.")
-    ] = False,
-    skip_bad: SkipBad = False,
-    max_pixels: MaxPixels = None,
-    quiet: Quiet = False,
-) -> None:
-    """Train an autoencoder on images and save it as one .safetensors file.
+class _TrainCommand:
+    """`ae train`'s callback: a few options of its own, then one per declared setting.
+
+    Its signature is built from the settings each time the CLI is (Typer reads `__signature__`),
+    so the options, their help and their defaults come from one declaration, and an objective
+    registered later (a plug-in, a test) shows up with its settings in their own section.
+    """
+
+    __name__ = "train"
+    __doc__ = """Train an autoencoder on images and save it as one .safetensors file.
 
     The file is rewritten after every epoch, so Ctrl-C (exit 130) or a crash keeps the work
-    done so far; --resume continues it.
+    done so far; --resume continues it. Settings come from their defaults, then --config, then
+    flags; --print-config shows the result.
 
     \b
     Examples:
@@ -216,68 +146,74 @@ def train(
       ae train fashion-mnist --config examples/fashion-ae.yaml -o ae.safetensors
       ae train ./photos --variant denoising --patch-size 32 --patches-per-image 64 -o photo-dae.safetensors
     """
-    from aecli.config import load_settings, to_yaml
 
-    overrides = dict(
-        variant=variant, arch=arch, latent_dim=latent_dim, sigma=sigma, noise=noise, beta=beta, loss=loss,
-        epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, val_split=val_split, image_size=image_size,
-        patch_size=patch_size, patches_per_image=patches_per_image,
-        channels=channels, seed=seed, device=device, workers=workers,
-        resize=False if no_resize else None, skip_bad=True if skip_bad else None,
-    )  # fmt: skip
-    settings = load_settings(config, overrides)
-    if print_config:
-        sys.stdout.write(to_yaml(settings))
-        return
-    from aecli import train as training
-    from aecli.data import open_inputs
-    from aecli.distributed import leader
-    from aecli.io.files import check_writable
-    from aecli.io.modelfile import check_replaceable, load
-    from aecli.ui import Messages, TrainProgress
+    @staticmethod
+    def own_options() -> list[inspect.Parameter]:
+        def option(name, kind, default, *decls, **kw):
+            return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                     annotation=Annotated[kind, typer.Option(*decls, **kw)])  # fmt: skip
 
-    say = Messages(quiet or not leader())  # under torchrun, rank 0 talks for all
-    out = out or Path(f"{settings.model.variant}.safetensors")
-    loss_png = None
-    if plot:
-        from aecli.report import plots
+        return [
+            inspect.Parameter("inputs", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Inputs),
+            option("out", Optional[Path], None, "-o", "--out", help="Model file to write (default: VARIANT.safetensors)."),
+            option("config", Optional[Path], None, "--config", exists=True, dir_okay=False,
+                   help="YAML file of the settings below; flags override it."),
+            option("print_config", bool, False, "--print-config", help="Print the resolved settings as YAML and exit."),
+            option("resume", bool, False, "--resume", help="Continue the run saved in --out (same settings, same result)."),
+            option("preview", Optional[Path], None, "--preview", help="PNG grid of validation inputs and outputs."),
+            option("plot", bool, False, "--plot",
+                   help="Also draw train and validation loss per epoch to MODEL.loss.png (matplotlib)."),
+            option("files_from", Optional[str], None, "--files-from",
+                   help="Read more inputs, one per line, from FILE (- for stdin)."),
+            option("max_pixels", Optional[int], None, "--max-pixels", min=1, show_default="100000000",
+                   help="Refuse images with more pixels than this, before decoding them."),
+            option("quiet", bool, False, "-q", "--quiet", help="No progress or messages on stderr; errors still show."),
+        ]  # fmt: skip
 
-        plots.check_available()
-        loss_png = plots.loss_plot_path(out)
-    previous = None
-    if resume:
-        previous = load(out, with_optimizer=True)
-        settings = training.resume_settings(previous, overrides)
-    else:
-        check_replaceable(out)
-    check_writable(out)
-    for target in filter(None, [preview, loss_png]):
-        check_writable(target)
-    images = open_inputs(inputs or [], files_from, max_pixels, settings.train.skip_bad)
-    if images.non_images:
-        say.info(f"skipped {images.non_images} non-image file(s)")
-    stop = threading.Event()
-    started = time.perf_counter()
-    with TrainProgress(say) as progress, _stop_on_sigint(stop):
-        result = training.fit(images, settings, out, resume=previous, callbacks=progress, stop=stop, preview=preview)
-    seconds = time.perf_counter() - started
-    if not leader():
-        return
-    summary = result.training
-    say.info(
-        f"trained {result.config.variant} ({result.config.arch}, {result.config.image_size}x{result.config.image_size}x"
-        f"{result.config.channels}, latent {result.config.latent_dim}) on {summary['data']['train']} images, "
-        f"{summary['epochs']} epochs in {seconds:.1f} s; train loss {summary['train_loss'][-1]:.5g}"
-        + (f", val {summary['val_loss'][-1]:.5g}" if summary["val_loss"] else "")
-    )
-    if summary.get("skipped_images"):
-        say.warn(f"{summary['skipped_images']} unreadable image(s) skipped")
-    if preview:
-        say.info(f"preview: {preview}")
-    if loss_png:
-        plots.loss_curves(summary, loss_png, title=f"{out.name}: loss per epoch")
-        say.info(f"loss curves: {loss_png}")
-    say.info(f"model: {out}")
+    @property
+    def __signature__(self) -> inspect.Signature:
+        from aecli.options import setting_options
+
+        return inspect.Signature([*self.own_options(), *setting_options()])
+
+    def __call__(self, inputs=None, out=None, config=None, print_config=False, resume=False, preview=None,
+                 plot=False, files_from=None, max_pixels=None, quiet=False, **overrides) -> None:  # fmt: skip
+        from aecli.config import load_settings, to_yaml
+
+        settings = load_settings(config, overrides)
+        if print_config:
+            sys.stdout.write(to_yaml(settings))
+            return
+        from aecli.data import open_inputs
+        from aecli.train import job as training
+        from aecli.ui import Messages, TrainProgress
+
+        say = Messages(quiet)
+        job = training.plan(settings, overrides, out, resume=resume, preview=preview, plot=plot)
+        images = open_inputs(inputs or [], files_from, max_pixels, job.settings.train.skip_bad)
+        if images.non_images:
+            say.info(f"skipped {images.non_images} non-image file(s)")
+        stop = threading.Event()
+        started = time.perf_counter()
+        with TrainProgress(say) as progress, _stop_on_sigint(stop):
+            result = training.run(job, images, progress, stop)
+        say.info(training.summary(result, time.perf_counter() - started))
+        if result.training.get("skipped_images"):
+            say.warn(f"{result.training['skipped_images']} unreadable image(s) skipped")
+        if preview:
+            say.info(f"preview: {preview}")
+        if job.loss_plot:
+            say.info(f"loss curves: {job.loss_plot}")
+        say.info(f"model: {job.out}")
+
+
+def _sectioned():
+    from aecli.options import SectionedCommand
+
+    return SectionedCommand
+
+
+train = command("train", cls=_sectioned())(_TrainCommand())
 
 
 class _stop_on_sigint:
@@ -535,7 +471,7 @@ def denoise(
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
     targets = plan_outputs(images, out, save_noisy, overwrite)
     loaded = infer.load_model(model, device)
-    if loaded.config.variant != "denoising":
+    if not loaded.capabilities.denoise:
         say.warn(
             f"{model} (variant {loaded.config.variant}) was not trained to denoise: its output is a reconstruction"
         )
@@ -713,7 +649,7 @@ def score(
 
         truth = labels_for(images, labels)
     loaded = infer.load_model(model, device)
-    if loaded.config.arch == "unet":
+    if loaded.capabilities.skips:
         say.warn(f"{model} is a unet: its skip connections reconstruct anomalies too; --arch conv models score better")
     options = dict(batch_size=batch_size, workers=workers, strict=not skip_bad)
     with StreamProgress(say, "score", images.refused) as progress:
@@ -777,7 +713,8 @@ def calibrate(
     from aecli.io import modelfile
     from aecli.data import open_inputs
     from aecli.distributed import leader
-    from aecli.scoring.scores import calibrate_from, score
+    from aecli.scoring import calibration
+    from aecli.scoring.scores import score
     from aecli.ui import Messages, StreamProgress
 
     say = Messages(quiet or not leader())
@@ -790,7 +727,7 @@ def calibrate(
         scores = score(loaded, images, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress)
     if len(scores.index) < 2:
         raise InputError(f"calibration needs at least 2 readable images, got {len(scores.index)}")
-    record = {**calibrate_from(scores.values, "calibration"), "source": images.description}
+    record = {**calibration.record(scores.values, "calibration"), "source": images.description}
     if not leader():  # under torchrun, rank 0 writes what every process scored
         return
     modelfile.replace_calibration(model, record, out)

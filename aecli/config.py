@@ -1,79 +1,148 @@
-"""Settings for models and training: dataclass defaults, then a YAML file, then flags.
+"""The settings of a run, resolved one way: declared defaults, the variant's defaults, a YAML file, flags.
 
-Config flows one way and is stored whole in the model file, so a model is rebuilt from its own
-file with no other input. This module stays free of torch so the CLI can import it at start-up.
+The settings every variant shares are declared here; an objective declares its own in its file
+(models/objectives/). The resolved config is stored whole in the model file, so a model is
+rebuilt from its own file with no other input. Torch-free, so the CLI can import it at start-up.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aecli.errors import UsageError
+from aecli.settings import Setting, index
 
-VARIANTS = ("ae", "denoising", "vae")  # the registry in aecli.models checks it holds exactly these
-SCHEDULES = ("cosine", "constant")
+FIRST_IMAGE = "the first image's"
 
-# Training defaults per variant. The seed recipe (Adam at 1e-3, batches of 128) suits the
-# bottleneck models; a denoiser learns local detail, which wants more and smaller steps.
-TRAIN_DEFAULTS = {
-    "ae": {"epochs": 10, "batch_size": 128, "lr": 1e-3},
-    "denoising": {"epochs": 20, "batch_size": 32, "lr": 2e-3},
-    "vae": {"epochs": 10, "batch_size": 128, "lr": 1e-3},
-}
-ARCHS = ("conv", "unet")
-LOSSES = ("mse", "bce")
-NOISES = ("gaussian", "salt-pepper", "mask", "mixed")
+MODEL_SETTINGS = (
+    Setting("variant", "ae", "What the model learns: one of the variants listed above.", model=True),
+    Setting("arch", "conv", "conv (a true bottleneck) or unet (skip connections; keeps detail).",
+            choices=("conv", "unet"), model=True),
+    Setting("bottleneck", True, "A Linear bottleneck; --no-bottleneck: fully convolutional, any image size, "
+            "a spatial latent of latent-dim channels.", model=True),
+    Setting("latent_dim", 32, "Length of each image's latent vector (channels of a spatial one).", low=1, model=True),
+    Setting("loss", "mse", "Pixel loss: mse, or bce for near-binary images.", choices=("mse", "bce"), model=True),
+    Setting("image_size", None, "Model input size (square); others are resized.", kind=int, low=4,
+            unset=FIRST_IMAGE, model=True),
+    Setting("channels", None, "1 (grey) or 3 (colour).", kind=int, choices=(1, 3), unset=FIRST_IMAGE, model=True),
+    # one stride-2 stage per halving down to about 4x4: see default_widths
+    Setting("widths", None, "Channels per stride-2 stage, e.g. 32,64,128.", kind=list, low=1,
+            unset="doubling down to about 4x4", model=True),
+)  # fmt: skip
+
+TRAIN_SETTINGS = (
+    # the seed recipe: Adam at 1e-3 on batches of 128, for ten passes
+    Setting("epochs", 10, "Passes over the training images; --resume may raise it.", low=1),
+    Setting("batch_size", 128, "Images per step.", low=1),
+    Setting("lr", 1e-3, "Adam's peak learning rate.", low=0, low_open=True),
+    Setting("lr_schedule", "cosine", "cosine (5% warm-up, decay to 0) or constant.", choices=("cosine", "constant")),
+    Setting("val_split", 0.1, "Fraction held out for validation and calibration.", low=0, high=0.9),
+    # fixed, so the same command gives the same model on CPU
+    Setting("seed", 0, "Seed for split, shuffle and noise: same seed, same model on CPU.", low=0),
+    Setting("patch_size", None, "Train on random crops of this size (the model's size), e.g. for photos.",
+            kind=int, low=8, unset="whole images"),
+    Setting("patches_per_image", 16, "With --patch-size: crops per image per epoch.", low=1),
+    Setting("resize", True, "Resize images of another size to the model's; --no-resize: they are an error."),
+    Setting("skip_bad", False, "Skip unreadable images with a warning each (and a count) instead of stopping."),
+    Setting("device", "auto", "auto, cpu, cuda, cuda:N or mps.", unset="$AE_DEVICE, else auto"),
+    Setting("workers", None, "Loader processes decoding images.", kind=int, low=0,
+            unset="0 for arrays or on 2 cores or fewer, else up to 4"),
+)  # fmt: skip
+RESUME_MAY_CHANGE = ("epochs", "device", "workers")  # --resume continues a run; these only say how far and where
 
 
-@dataclass
-class ModelConfig:
-    """Everything a variant's class needs to build itself and its training objective."""
+def objective_settings() -> list[Setting]:
+    """Every objective's own settings, in registry order."""
+    from aecli.models.registry import list_variants, objective_class
 
-    variant: str = "ae"
-    arch: str | None = None  # None: conv for ae/vae; unet for denoising (skips keep detail)
-    channels: int | None = None  # None: taken from the first input image (1 grey, 3 colour)
-    image_size: int | None = None  # None: taken from the first input image; others are resized
-    latent_dim: int = 32  # one vector of this length per image from encode()
-    widths: list[int] | None = None  # None: one stride-2 stage per halving down to about 4x4
-    loss: str = "mse"  # pixel reconstruction loss: mse, or bce for near-binary images
-    sigma: float = 0.2  # denoising: noise strength (gaussian std, or fraction of pixels hit)
-    noise: str = "gaussian"  # denoising: gaussian, salt-pepper, mask, or mixed (one per batch)
-    beta: float = 1.0  # vae: weight of the KL term (beta-VAE); 1 is the true ELBO
+    return [s for name in list_variants() for s in objective_class(name).settings]
+
+
+def all_settings() -> dict[str, Setting]:
+    """Every setting a YAML file or a flag may name, whichever variant it belongs to."""
+    return index([*MODEL_SETTINGS, *TRAIN_SETTINGS, *objective_settings()])
+
+
+def variant_defaults(name: str) -> dict[str, Any]:
+    """The shared settings' defaults that a variant changes (e.g. denoising: arch unet, 20 epochs)."""
+    from aecli.models.registry import objective_class
+
+    return dict(objective_class(name).defaults)
+
+
+class _Section:
+    """The values of declared settings, read as attributes (config.latent_dim); immutable."""
+
+    def __init__(self, values: dict[str, Any]):
+        self.__dict__["_values"] = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no setting {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: use replace({name}=...)")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.as_dict() == self.as_dict()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def replace(self, **changes: Any):
+        return type(self)(**{**self._values, **changes})
+
+
+def _fill(declared: list[Setting], defaults: dict[str, Any], values: dict[str, Any], what: str) -> dict[str, Any]:
+    """Declared defaults, then `defaults`, then `values` (None: not given); unknown names are bugs."""
+    names = [s.name for s in declared]
+    unknown = set(values) - set(names)
+    if unknown:
+        raise TypeError(f"{what} has no setting {', '.join(sorted(unknown))}")
+    filled = {s.name: s.default for s in declared}
+    filled.update({k: v for k, v in defaults.items() if k in filled})
+    filled.update({k: v for k, v in values.items() if v is not None})
+    return filled
+
+
+class ModelConfig(_Section):
+    """What builds the model: the shared model settings and the variant's own."""
+
+    def __init__(self, **values: Any):
+        variant = values.get("variant") or "ae"
+        declared = model_settings(variant)
+        super().__init__(_fill(declared, variant_defaults(variant), {**values, "variant": variant}, "a model config"))
 
     def resolved(self, channels: int, image_size: int) -> ModelConfig:
         """Fill what the data decides (channels, size) and the defaults that depend on them."""
-        arch = self.arch or ("unet" if self.variant == "denoising" else "conv")
         size = self.image_size or image_size
-        return dataclasses.replace(
-            self,
-            arch=arch,
+        return self.replace(
             channels=self.channels or channels,
             image_size=size,
-            widths=list(self.widths) if self.widths else default_widths(size, arch),
+            widths=list(self.widths) if self.widths else default_widths(size, self.arch),
         )
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     """How to train; stored in the model file so `--resume` and `ae info` know it too."""
 
-    epochs: int | None = None  # None: the variant's default (TRAIN_DEFAULTS)
-    batch_size: int | None = None  # None: the variant's default
-    lr: float | None = None  # None: the variant's default; Adam's peak learning rate
-    lr_schedule: str = "cosine"  # cosine: warm up over 5 % of steps, then decay to 0; or constant
-    val_split: float = 0.1  # held out for validation loss and score calibration
-    seed: int = 0  # fixed by default: the same command gives the same model on CPU
-    device: str = "auto"
-    workers: int | None = None  # None: 0 for in-memory arrays, a few for image files
-    resize: bool = True  # False: images of another size than the model's are an error
-    skip_bad: bool = False  # False: an unreadable image stops training, naming it; True: warn and skip it
-    patch_size: int | None = None  # train on random square crops of this size (the model's size)
-    patches_per_image: int = 16  # crops per image per epoch, with patch_size
+    def __init__(self, **values: Any):
+        super().__init__(_fill(list(TRAIN_SETTINGS), {}, values, "a training config"))
+
+
+def model_settings(variant: str) -> list[Setting]:
+    from aecli.models.registry import objective_class
+
+    return [*MODEL_SETTINGS, *objective_class(variant).settings]
 
 
 @dataclass
@@ -84,7 +153,7 @@ class Settings:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def as_flat_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self.model), **dataclasses.asdict(self.train)}
+        return {**self.model.as_dict(), **self.train.as_dict()}
 
 
 def default_widths(image_size: int, arch: str) -> list[int]:
@@ -98,21 +167,27 @@ def default_widths(image_size: int, arch: str) -> list[int]:
     return [min(base * 2**i, 256) for i in range(stages)]
 
 
-def _field_names(cls: type) -> set[str]:
-    return {f.name for f in fields(cls)}
-
-
 def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settings:
-    """Dataclass defaults, then the YAML file's keys, then the non-None flag overrides."""
+    """Declared defaults, the variant's defaults, the YAML file's keys, then the non-None flags.
+
+    Settings of another variant than the chosen one (a YAML file shared by several) are ignored.
+    """
+    from aecli.models.registry import objective_class
+
     values: dict[str, Any] = {}
     if config_file is not None:
         values.update(_read_yaml(config_file))
     values.update({k: v for k, v in overrides.items() if v is not None})
-    model_keys, train_keys = _field_names(ModelConfig), _field_names(TrainConfig)
-    model = ModelConfig(**{k: v for k, v in values.items() if k in model_keys})
-    _choice("variant", model.variant, VARIANTS)
-    defaults = TRAIN_DEFAULTS[model.variant]
-    train = TrainConfig(**{**defaults, **{k: v for k, v in values.items() if k in train_keys}})
+    variant = values.get("variant") or "ae"
+    objective_class(variant)  # an unknown variant is an error that lists the known ones
+    declared = index([*model_settings(variant), *TRAIN_SETTINGS])
+    values = {k: v for k, v in values.items() if k in declared}
+    for name, value in values.items():
+        declared[name].check(value)
+    defaults = variant_defaults(variant)
+    model = ModelConfig(**{k: v for k, v in values.items() if declared[k].model})
+    train = TrainConfig(**{**{k: v for k, v in defaults.items() if k in declared and not declared[k].model},
+                           **{k: v for k, v in values.items() if not declared[k].model}})  # fmt: skip
     settings = Settings(model, train)
     validate(settings)
     return settings
@@ -129,7 +204,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    known = _field_names(ModelConfig) | _field_names(TrainConfig)
+    known = all_settings()
     clean = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
@@ -142,52 +217,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def validate(settings: Settings) -> None:
     """Reject impossible settings with a message naming the setting, before any work starts."""
     m, t = settings.model, settings.train
-    _choice("variant", m.variant, VARIANTS)
-    if m.arch is not None:
-        _choice("arch", m.arch, ARCHS)
-    _choice("loss", m.loss, LOSSES)
-    _choice("noise", m.noise, NOISES)
-    _choice("lr_schedule", t.lr_schedule, SCHEDULES)
-    _typed("latent_dim", m.latent_dim, int, low=1)
-    _typed("epochs", t.epochs, int, low=1)
-    _typed("batch_size", t.batch_size, int, low=1)
-    _typed("seed", t.seed, int, low=0)
-    _typed("lr", t.lr, float, low=0, low_open=True)
-    _typed("sigma", m.sigma, float, low=0, high=1)
-    _typed("beta", m.beta, float, low=0)
-    _typed("val_split", t.val_split, float, low=0, high=0.9)
-    if m.channels is not None and m.channels not in (1, 3):
-        raise UsageError(f"channels must be 1 or 3, got {m.channels}")
-    if m.image_size is not None:
-        _typed("image_size", m.image_size, int, low=4)
-    if t.workers is not None:
-        _typed("workers", t.workers, int, low=0)
-    if t.patch_size is not None:
-        _typed("patch_size", t.patch_size, int, low=8)
-        if m.image_size is not None and m.image_size != t.patch_size:
-            raise UsageError(f"with patch_size the model's size is the patch size; image_size {m.image_size} differs")
-    _typed("patches_per_image", t.patches_per_image, int, low=1)
-    if m.widths is not None:
-        if not isinstance(m.widths, list) or not all(isinstance(w, int) and w > 0 for w in m.widths):
-            raise UsageError(f"widths must be a list of positive integers, got {m.widths!r}")
-
-
-def _choice(name: str, value: Any, known: tuple[str, ...]) -> None:
-    if value not in known:
-        raise UsageError(f"unknown {name} '{value}' (known: {', '.join(known)})")
-
-
-def _typed(name, value, kind, low=None, high=None, low_open=False) -> None:
-    number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int and not (isinstance(value, int) and not isinstance(value, bool)):
-        raise UsageError(f"{name} must be an integer, got {value!r}")
-    if kind is float and not number_ok:
-        raise UsageError(f"{name} must be a number, got {value!r}")
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and value > high
-    if too_low or too_high:
-        bounds = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-        raise UsageError(f"{name} must be {bounds}, got {value}")
+    for section, declared in ((m, model_settings(m.variant)), (t, TRAIN_SETTINGS)):
+        for setting in declared:
+            setting.check(getattr(section, setting.name))
+    if t.patch_size is not None and m.image_size is not None and m.image_size != t.patch_size:
+        raise UsageError(f"with patch_size the model's size is the patch size; image_size {m.image_size} differs")
 
 
 def to_yaml(settings: Settings) -> str:
@@ -196,18 +230,24 @@ def to_yaml(settings: Settings) -> str:
     return yaml.safe_dump(settings.as_flat_dict(), sort_keys=False)
 
 
-def to_json(obj: Any) -> str:
-    """Dataclasses to the compact JSON stored in model-file metadata."""
-    return json.dumps(dataclasses.asdict(obj), separators=(",", ":"))
+def to_json(section: _Section) -> str:
+    """A config as the compact JSON stored in model-file metadata."""
+    return json.dumps(section.as_dict(), separators=(",", ":"))
 
 
 def model_config_from_json(text: str) -> ModelConfig:
+    """A stored model config; keys it does not declare (another variant's, in format 1 files) are dropped."""
     data = json.loads(text)
-    return ModelConfig(**{k: v for k, v in data.items() if k in _field_names(ModelConfig)})
+    if not isinstance(data, dict):
+        raise ValueError("model_config is not a JSON object")
+    variant = data.get("variant") or "ae"
+    names = {s.name for s in model_settings(variant)}
+    return ModelConfig(**{k: v for k, v in data.items() if k in names})
 
 
 def train_config_from_json(text: str) -> TrainConfig:
     data = json.loads(text)
     if "strict" in data:  # earlier files stored the opposite flag, `strict`
         data["skip_bad"] = not data.pop("strict")
-    return TrainConfig(**{k: v for k, v in data.items() if k in _field_names(TrainConfig)})
+    names = {s.name for s in TRAIN_SETTINGS}
+    return TrainConfig(**{k: v for k, v in data.items() if k in names})

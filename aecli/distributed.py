@@ -207,20 +207,20 @@ def process_seed(seed: int) -> int:
 
 
 class _TrainingLoss(torch.nn.Module):
-    """DDP synchronises gradients through forward(); our models train through training_loss()."""
+    """DDP synchronises gradients through forward(); our models train through loss(batch)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.training_loss(x)
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.model.loss(batch)
 
 
-def training_loss(model: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """model.training_loss, wrapped in DistributedDataParallel when there are several processes."""
+def training_loss(model: torch.nn.Module, device: torch.device) -> Callable[[dict[str, Any]], dict[str, torch.Tensor]]:
+    """model.loss, wrapped in DistributedDataParallel when there are several processes."""
     if not active():
-        return model.training_loss
+        return model.loss
     from torch.nn.parallel import DistributedDataParallel
 
     # A 1-channel conv's weight gradient comes back with strides that differ from its bucket's

@@ -18,10 +18,15 @@ err = Console(stderr=True, highlight=False)
 
 
 class Messages:
-    """Messages on stderr that `--quiet` silences; errors are printed by the CLI regardless."""
+    """Messages on stderr that `--quiet` silences; errors are printed by the CLI regardless.
+
+    Under torchrun, rank 0 talks for all: the other processes stay quiet.
+    """
 
     def __init__(self, quiet: bool = False):
-        self.quiet = quiet
+        from aecli.distributed import leader
+
+        self.quiet = quiet or not leader()
 
     def info(self, text: str) -> None:
         if not self.quiet:

@@ -60,7 +60,7 @@ def test_newer_format_version(run, model_path):
 
 
 def test_weights_that_do_not_match_the_config(model_path):
-    config = json.loads(json.dumps({**ModelConfig().resolved(1, 8).__dict__, "latent_dim": 7}))
+    config = json.loads(json.dumps({**ModelConfig().resolved(1, 8).as_dict(), "latent_dim": 7}))
     _rewrite_metadata(model_path, model_config=json.dumps(config))
     with pytest.raises(modelfile.ModelFileError, match="weights do not match the model config"):
         modelfile.load(model_path)

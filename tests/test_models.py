@@ -21,7 +21,7 @@ def test_every_variant_keeps_shapes_and_latents(variant, arch, channels, size):
     assert recon.shape == x.shape
     assert 0 <= recon.min() and recon.max() <= 1
     assert z.shape == model.encode(x).shape == (3, 5)
-    loss = model.training_loss(x)
+    loss = model.loss({"images": x})["loss"]
     loss.backward()
     assert torch.isfinite(loss)
 

@@ -7,6 +7,7 @@ Pixels are streamed batch by batch; only latent vectors (small) are ever gathere
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +52,14 @@ class Loaded:
         with torch.no_grad(), runtime.autocast(self.device):
             return self.model(runtime.to_device(x, self.device)).float().cpu()
 
+    @property
+    def capabilities(self):
+        """What the model can do (models.model.Capabilities): commands ask this, not its name."""
+        return self.model.capabilities
+
     def require_decoder(self) -> None:
-        """Decoding a bare latent needs the conv arch: a unet's decoder needs its skips too."""
-        if self.config.arch != "conv":
+        """Decoding a bare latent needs a decoder that runs from the latent alone (not a unet's)."""
+        if not self.capabilities.decode:
             raise UsageError(
                 f"{self.file.path} is a {self.config.arch} model, whose decoder needs the encoder's skip "
                 "connections; decoding and sampling latents need a model trained with --arch conv"
@@ -120,24 +126,19 @@ def encode(
     if sample and distributed.active():  # skip the noise earlier processes draw, so rows match one process
         everything = batch_indices(np.arange(len(images)), batch_size)
         for earlier in everything[: distributed.first_batch(len(everything))]:
-            torch.randn((len(earlier), loaded.config.latent_dim), generator=generator)
+            torch.randn((len(earlier), *loaded.capabilities.latent_shape), generator=generator)
     for batch in batches(loaded, images, **stream_options):
         skipped += len(batch.skipped)
         if not len(batch.index):
             continue
         x = runtime.to_device(batch.pixels, loaded.device)
         with runtime.autocast(loaded.device):
-            if sample and hasattr(loaded.model, "posterior"):
-                mu, logvar, _ = loaded.model.posterior(x)
-                noise = torch.randn(mu.shape, generator=generator).to(mu.device)
-                z = mu + noise * torch.exp(0.5 * logvar)
-            else:
-                z = loaded.model.encode(x)
-        vectors.append(z.float().cpu().numpy())
+            z = loaded.model.encode(x, generator if sample else None)
+        vectors.append(z.float().flatten(1).cpu().numpy())
         index.append(batch.index.numpy())
     if distributed.active():
         vectors, index, skipped = distributed.concat(vectors), distributed.concat(index), distributed.total(skipped)
-    width = loaded.config.latent_dim
+    width = math.prod(loaded.capabilities.latent_shape)
     rows = np.concatenate(vectors) if vectors else np.empty((0, width), np.float32)
     where = np.concatenate(index) if index else np.empty(0, np.int64)
     return Latents(rows.astype(np.float32), where, [images.name(int(i)) for i in where], skipped)
@@ -147,13 +148,12 @@ def encode(
 def decode(loaded: Loaded, latents: np.ndarray, batch_size: int = 256) -> Iterator[torch.Tensor]:
     """Images (B, C, S, S) in [0, 1] from latent rows, batch by batch."""
     loaded.require_decoder()
-    latents = np.asarray(latents)
-    if latents.ndim != 2 or latents.shape[1] != loaded.config.latent_dim:
-        raise AecliError(
-            f"latents have shape {latents.shape}; this model decodes rows of length {loaded.config.latent_dim}"
-        )
+    latents, shape = np.asarray(latents), loaded.capabilities.latent_shape
+    if latents.ndim != 2 or latents.shape[1] != math.prod(shape):
+        raise AecliError(f"latents have shape {latents.shape}; this model decodes rows of length {math.prod(shape)}")
     for start in range(0, len(latents), batch_size):
-        z = torch.as_tensor(np.ascontiguousarray(latents[start : start + batch_size]), dtype=torch.float32)
+        rows = np.ascontiguousarray(latents[start : start + batch_size])
+        z = torch.as_tensor(rows, dtype=torch.float32).view(-1, *shape)
         with runtime.autocast(loaded.device):
             yield loaded.model.decode(z.to(loaded.device)).float().cpu()
 
@@ -230,27 +230,14 @@ def _unfit_channels(y: torch.Tensor, channels: int) -> torch.Tensor:
     return y[0].mean(0, keepdim=True)  # a grey image went through a colour model
 
 
-def latent_gaussian(loaded: Loaded) -> tuple[np.ndarray, np.ndarray, str]:
-    """Mean, a matrix L with L Lᵀ = covariance, and where they came from, for sampling."""
-    d = loaded.config.latent_dim
-    if loaded.config.variant == "vae":
-        return np.zeros(d), np.eye(d), "the VAE's prior N(0, I)"
-    stats = loaded.file.latent_stats
-    if not stats:
-        raise AecliError(
-            f"{loaded.file.path} stores no latent statistics to sample from (its training never finished an epoch?)"
-        )
-    mean, cov = np.asarray(stats["mean"]), np.asarray(stats["cov"])
-    values, vectors = np.linalg.eigh((cov + cov.T) / 2)
-    factor = vectors * np.sqrt(np.clip(values, 0, None))
-    return mean, factor, f"a Gaussian fitted to {stats['n']} {stats['split']} latents (not a generative model)"
-
-
 @torch.no_grad()
 def sample(loaded: Loaded, n: int, *, temperature: float = 1.0, seed: int = 0) -> tuple[torch.Tensor, str]:
     """n images decoded from z = mean + L·ε·temperature, ε ~ N(0, I) drawn from `seed`; and the source."""
     loaded.require_decoder()
-    mean, factor, source = latent_gaussian(loaded)
+    try:
+        mean, factor, source = loaded.model.prior(loaded.file.latent_stats)
+    except AecliError as e:
+        raise AecliError(f"{loaded.file.path}: {e}") from None
     eps = torch.randn(n, len(mean), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     z = torch.as_tensor(mean) + temperature * eps @ torch.as_tensor(factor).T
     return torch.cat(list(decode(loaded, z.float().numpy()))), source
@@ -274,7 +261,7 @@ def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, steps: int) ->
     cfg = loaded.config
     pair = torch.stack([to_size(to_channels(x, cfg.channels), cfg.image_size) for x in (a, b)])
     with runtime.autocast(loaded.device):
-        za, zb = loaded.model.encode(pair.to(loaded.device)).float().cpu()
+        za, zb = loaded.model.encode(pair.to(loaded.device)).float().flatten(1).cpu()
     t = torch.linspace(0, 1, steps)[:, None]
     return torch.cat(list(decode(loaded, ((1 - t) * za + t * zb).numpy())))
 

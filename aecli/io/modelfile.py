@@ -28,7 +28,7 @@ from aecli.errors import ModelFileError, OutputError
 from aecli.io.files import write_bytes_atomic
 
 FORMAT = "aecli"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: each variant stores only its own settings, and `bottleneck` (1: every variant's)
 _OPTIM = "optimizer."
 
 if TYPE_CHECKING:  # torch is imported where tensors are touched: `ae info` stays light

@@ -29,16 +29,14 @@ def save_grid(path: Path, images: torch.Tensor | list[torch.Tensor], nrow: int =
 def write_preview(
     path: Path, model, images, rows: np.ndarray, config: ModelConfig, device: torch.device, count: int = 8
 ) -> None:
-    """Rows of inputs (then their corrupted copies, for a denoiser) and of reconstructions."""
-    from aecli.noise import corrupt
-
+    """Rows of inputs (then their corrupted copies, for a denoiser) and of its outputs."""
     batch = images.load(np.asarray(rows[:count]), config.channels, config.image_size)
     x = batch.pixels.to(device)
     model.eval()
     shown = [x]
-    if config.variant == "denoising":
+    if model.capabilities.denoise:
         torch.manual_seed(0)
-        x = corrupt(x, config.noise, config.sigma)
+        x = model.corrupt(x)
         shown.append(x)
     with runtime.autocast(device):
         shown.append(model(x))

@@ -1,15 +1,25 @@
-"""What a trained model's reconstruction errors and latents look like on held-out normal data.
+"""What a trained model's latents and anomaly scores look like on normal data: the step after training.
 
-Stored in the model file by `ae train` (and refreshed by `ae calibrate` later) so that
-`ae score --threshold auto` can pick a threshold at a chosen false-positive rate, and so that
-plain and denoising models can sample from a Gaussian fitted to their latents.
+Once training ends, `ae train` fits a Gaussian to the training latents (latent distances are
+measured to it, and plain models sample from it), then scores the held-out images with every
+metric; `ae calibrate` repeats the second half on known-normal images later. Both are stored in
+the model file, so `ae score --threshold auto` picks a threshold at a chosen false-positive rate.
+
+The passes here see one process's shard of the images and return its local results; the caller
+gathers them (see train/loop.py and the `calibrate` command).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import torch
+
+from aecli import runtime
+from aecli.data import Batch
+from aecli.scoring.scores import LatentGaussian, add_combined, image_scores
 
 QUANTILE_POINTS = 1001  # the quantile function at 0, 0.1 %, ..., 100 %: any --fpr down to 0.001
 
@@ -35,13 +45,56 @@ def summarize(scores: np.ndarray) -> dict[str, Any]:
     }
 
 
-def calibration(errors: dict[str, np.ndarray], split: str) -> dict[str, Any]:
-    return {"split": split, "metrics": {name: summarize(values) for name, values in errors.items()}}
+def record(values: dict[str, np.ndarray], split: str) -> dict[str, Any]:
+    """The calibration record of every metric's scores on normal images, `combined` included."""
+    raw = {k: v for k, v in values.items() if k != "combined"}
+    result = {"split": split, "metrics": {name: summarize(v) for name, v in raw.items()}}
+    add_combined(raw, result)  # standardised by the record just made
+    if "combined" in raw:
+        result["metrics"]["combined"] = summarize(raw["combined"])
+    return result
 
 
 def latent_stats(latents: np.ndarray, split: str) -> dict[str, Any] | None:
-    """Mean and covariance of latent vectors: the Gaussian that non-VAE models sample from."""
+    """Mean and covariance of latent rows: the Gaussian that non-VAE models sample from."""
     if len(latents) < 2:
         return None
     z = np.asarray(latents, dtype=np.float64)
     return {"split": split, "n": len(z), "mean": _round(z.mean(0)), "cov": _round(np.cov(z, rowvar=False))}
+
+
+LATENT_FIT_LIMIT = 20_000  # enough for a 32-d mean and covariance; bounds the extra pass
+
+
+def thin(rows: np.ndarray) -> np.ndarray:
+    """At most LATENT_FIT_LIMIT of the rows, evenly spread."""
+    if len(rows) <= LATENT_FIT_LIMIT:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, LATENT_FIT_LIMIT).astype(np.int64)]
+
+
+@torch.no_grad()
+def latents_of(model, device: torch.device, batches: Iterable[Batch]) -> list[np.ndarray]:
+    """Each batch's latents, one flat row per image (model in eval mode)."""
+    rows = []
+    for batch in batches:
+        if len(batch.pixels):
+            with runtime.autocast(device):
+                rows.append(model.encode(runtime.to_device(batch.pixels, device)).float().flatten(1).cpu().numpy())
+    return rows
+
+
+@torch.no_grad()
+def scores_of(
+    model, device: torch.device, batches: Iterable[Batch], latents: dict[str, Any] | None
+) -> dict[str, list[np.ndarray]]:
+    """Every metric's raw scores, batch by batch; `latent` measured to the `latents` Gaussian."""
+    gaussian = LatentGaussian(latents) if latents else None
+    values: dict[str, list[np.ndarray]] = {}
+    for batch in batches:
+        if len(batch.pixels):
+            with runtime.autocast(device):
+                raw, _, _ = image_scores(model, runtime.to_device(batch.pixels, device), gaussian)
+            for name, v in raw.items():
+                values.setdefault(name, []).append(v.numpy())
+    return values

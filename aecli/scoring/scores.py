@@ -62,9 +62,8 @@ def image_scores(
         "ssim": 1 - ssim(recon.cpu(), x.cpu()),  # float64 inside: CPU, where every backend has it
     }
     if gaussian is not None:
-        scores["latent"] = gaussian.distance(z)
-    if hasattr(model, "negative_elbo"):
-        scores["elbo"] = model.negative_elbo(x)
+        scores["latent"] = gaussian.distance(z.flatten(1))
+    scores.update(model.scores(x))
     return {k: v.float().cpu() for k, v in scores.items()}, recon, z.float()
 
 
@@ -146,18 +145,6 @@ def score(loaded, images: ImageSet, **options) -> Scores:
     values = {k: torch.cat(v).numpy() for k, v in collected.items()}
     add_combined(values, loaded.file.calibration)
     return Scores(values, where, [images.name(int(i)) for i in where], skipped)
-
-
-def calibrate_from(values: dict[str, np.ndarray], split: str) -> dict[str, Any]:
-    """A calibration record (see calibration.py) over every metric, `combined` included."""
-    from aecli.scoring import calibration as calib
-
-    record = calib.calibration({k: v for k, v in values.items() if k != "combined"}, split)
-    combined = dict(values)
-    add_combined(combined, record)
-    if "combined" in combined:
-        record["metrics"]["combined"] = calib.summarize(combined["combined"])
-    return record
 
 
 @dataclass

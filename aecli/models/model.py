@@ -1,0 +1,99 @@
+"""The model a file holds: a backbone trained by an objective, asked what it can do.
+
+Commands never branch on a variant's name: they read `capabilities` and call the methods here,
+which hand over to the objective (what is learnt) and the backbone (the network's shape).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from aecli.config import ModelConfig
+from aecli.errors import AecliError
+from aecli.models.backbones import make_backbone
+from aecli.models.objectives.base import Batch
+from aecli.models.registry import objective_class
+
+RECONSTRUCTION_METRICS = ("mse", "mae", "bce", "ssim")  # every model has them: see scoring/scores.py
+LATENT_METRICS = ("latent", "combined")  # need the latent statistics a finished training stores
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do; commands ask this instead of the variant's name."""
+
+    decode: bool  # turn a latent alone into an image (ae decode, sample, interpolate)
+    sample: bool  # draw new images (ae sample)
+    denoise: bool  # trained to give clean images back from corrupted ones
+    any_size: bool  # runs on images of any size as they are (fully convolutional)
+    metrics: tuple[str, ...]  # the anomaly metrics ae score can compute with it
+    latent_shape: tuple[int, ...]  # one image's latent at the model's size
+    skips: bool  # detail bypasses the latent (a unet): anomalies reconstruct well too
+
+
+class Autoencoder(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.objective = objective_class(config.variant)(config)
+        self.net = make_backbone(config, config.latent_dim * self.objective.latent_factor)
+        alone = self.net.decodes_alone
+        self.capabilities = Capabilities(
+            decode=alone,
+            sample=alone,
+            denoise=self.objective.denoises,
+            any_size=not config.bottleneck,
+            metrics=RECONSTRUCTION_METRICS + LATENT_METRICS + self.objective.metrics,
+            latent_shape=self.net.latent_shape(config.latent_dim),
+            skips=not alone,
+        )
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One training step's named loss terms; "loss" is the one to minimise."""
+        return self.objective.loss(self, batch)
+
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One latent per image, float32: (B, latent_dim), or (B, C, h, w) without a bottleneck."""
+        return self.objective.encode(self, x, generator).float()
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] from latents alone (where capabilities.decode: not a unet's decoder)."""
+        if not self.capabilities.decode:
+            raise AecliError(
+                f"this model (arch {self.config.arch}) decodes only with its encoder's skip connections; "
+                "decoding latents alone needs a model trained with --arch conv"
+            )
+        return torch.sigmoid(self.net.decode(z)).float()
+
+    def analyse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruction and latent in one pass, for validation, calibration and scoring."""
+        z, skips = self.objective.latent(self, x)
+        return torch.sigmoid(self.net.decode(z, skips, tuple(x.shape[-2:]))).float(), z.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction of x, in [0, 1] (for a denoiser: the clean estimate)."""
+        return self.analyse(x)[0]
+
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        """What training shows the model of a clean batch (a denoiser's corrupted copy)."""
+        return self.objective.corrupt(x)
+
+    def scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The objective's own anomaly metrics for a batch (a VAE's elbo), one value per image."""
+        return self.objective.scores(self, x)
+
+    def prior(self, latent_stats: dict[str, Any] | None):
+        """What `ae sample` draws latents from: mean, a covariance factor, and where they came from."""
+        size = 1
+        for n in self.capabilities.latent_shape:
+            size *= n
+        return self.objective.prior(latent_stats, size)
+
+
+def create_model(config: ModelConfig) -> Autoencoder:
+    """Build the model a resolved config describes (channels, size and widths filled in)."""
+    return Autoencoder(config)

@@ -1,0 +1,1 @@
+"""One file per objective; each registers itself with `@register` (see base.py for the contract)."""

@@ -1,0 +1,80 @@
+"""The objective contract: what a model learns, how one batch trains it, and what it can then do.
+
+A model is a backbone (models/backbones.py: the network's shape) trained by an objective. An
+objective is a plain class in a file of its own here, registered by name with `@register`:
+
+  settings       its own settings (aecli.settings.Setting), shown under its name in `ae train --help`
+  defaults       the shared settings it starts from otherwise (arch, epochs, batch_size, lr)
+  loss()         one training step's named loss terms from a batch (a mapping: images, and
+                 labels, masks or paths where the data has them); "loss" is the one minimised
+  capabilities   what commands may ask of it: sampling, denoising, extra anomaly metrics
+
+Its methods get the model (models/model.py) and tensors. Objective files import torch inside
+their methods only, so reading their settings for `--help` costs no torch import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from aecli.errors import AecliError
+from aecli.settings import Setting
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from aecli.config import ModelConfig
+    from aecli.models.model import Autoencoder
+
+Batch = Mapping[str, Any]  # "images": (B, C, H, W) in [0, 1]; optional "labels", "masks", "paths"
+
+
+class Objective:
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line: what it is for, shown in `ae train --help`
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    defaults: ClassVar[dict[str, Any]] = {}
+    latent_factor: ClassVar[int] = 1  # encoder outputs per latent number (a VAE's mean and log-variance: 2)
+    denoises: ClassVar[bool] = False  # trained to give clean images back from corrupted ones
+    metrics: ClassVar[tuple[str, ...]] = ()  # anomaly metrics of its own, beyond the reconstruction ones
+    generative: ClassVar[bool] = False  # has a prior of its own to sample from
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+
+    def loss(self, model: Autoencoder, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def latent(self, model: Autoencoder, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The latent reconstructions use, and the backbone's skip features (a unet's)."""
+        return model.net.encode(x)
+
+    def encode(self, model: Autoencoder, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One latent per image; a stochastic objective draws one with `generator`, else its mean."""
+        return self.latent(model, x)[0]
+
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model sees of a clean batch in training: the batch itself, but for denoisers."""
+        return x
+
+    def scores(self, model: Autoencoder, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Its own anomaly metrics (named in `metrics`), one value per image."""
+        return {}
+
+    def prior(self, latent_stats: dict[str, Any] | None, size: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """Mean, a factor L with L Lᵀ = covariance, and their source, for latents of `size` numbers:
+        what `ae sample` draws from.
+
+        Without a prior of its own, the Gaussian fitted to the training latents after training.
+        """
+        import numpy as np
+
+        if not latent_stats:
+            raise AecliError("no latent statistics to sample from: its training did not finish (see --resume)")
+        mean, cov = np.asarray(latent_stats["mean"]), np.asarray(latent_stats["cov"])
+        values, vectors = np.linalg.eigh((cov + cov.T) / 2)
+        factor = vectors * np.sqrt(np.clip(values, 0, None))
+        n, split = latent_stats["n"], latent_stats["split"]
+        return mean, factor, f"a Gaussian fitted to {n} {split} latents (not a generative model)"

@@ -1,0 +1,104 @@
+"""A setting is declared once: its name, type, default, help, and who owns it.
+
+From the declarations come the options of `ae train` (with their help and shown defaults), the
+keys a YAML config may hold and their checks, `--print-config`, and through `--help` docs/cli.md.
+This module and every declaration stay free of torch, so `ae --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aecli.errors import UsageError
+
+SHARED = "all variants"  # the owner of a setting every objective uses
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    kind: type | None = None  # int, float, str, bool or list (of ints); None: the default's type
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is not allowed
+    unset: str | None = None  # what a default of None stands for, as --help shows it
+    model: bool = False  # True: part of the model's config, stored and fixed once trained
+    owner: str = SHARED  # the objective it belongs to (its variant name), or SHARED
+
+    @property
+    def type(self) -> type:
+        return self.kind or type(self.default)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> None:
+        """Reject a value of the wrong type or out of range, naming the setting; None is 'unset'."""
+        if value is None:
+            if self.default is not None:
+                raise UsageError(f"{self.name} needs a value (default {self.default})")
+            return
+        if self.choices and value not in self.choices:
+            raise UsageError(f"unknown {self.name} '{value}' (known: {', '.join(map(str, self.choices))})")
+        kind = self.type
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if kind is bool and not isinstance(value, bool):
+            raise UsageError(f"{self.name} must be true or false, got {value!r}")
+        if kind is int and not is_int:
+            raise UsageError(f"{self.name} must be an integer, got {value!r}")
+        if kind is float and not (is_int or isinstance(value, float)):
+            raise UsageError(f"{self.name} must be a number, got {value!r}")
+        if kind is str and not isinstance(value, str):
+            raise UsageError(f"{self.name} must be a string, got {value!r}")
+        if kind is list and not (
+            isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
+            raise UsageError(f"{self.name} must be a list of positive integers, got {value!r}")
+        numbers = value if kind is list else [value] if kind in (int, float) else []
+        for number in numbers:
+            too_low = self.low is not None and (number <= self.low if self.low_open else number < self.low)
+            too_high = self.high is not None and number > self.high
+            if too_low or too_high:
+                bounds = f"{'>' if self.low_open else '>='} {self.low}"
+                bounds += f" and <= {self.high}" if self.high is not None else ""
+                raise UsageError(f"{self.name} must be {bounds}, got {value}")
+
+    def describe_default(self, overrides: dict[str, Any] | None = None) -> str:
+        """The default as --help shows it, with the variants that change it: '10; 20 for denoising'."""
+        text = self.unset if self.default is None and self.unset else _text(self.default)
+        by_value: dict[str, list[str]] = {}
+        for variant, value in (overrides or {}).items():
+            if value != self.default:
+                by_value.setdefault(_text(value), []).append(variant)
+        return "; ".join([text, *(f"{value} for {' and '.join(names)}" for value, names in by_value.items())])
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+def parse_list(text: str) -> list[int]:
+    """A list setting on the command line: comma-separated integers, e.g. --widths 32,64,128."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"expected comma-separated integers like 32,64,128, got '{text}'") from None
+
+
+def index(settings: list[Setting]) -> dict[str, Setting]:
+    """Name to declaration; two declarations of one name are a programming error."""
+    named: dict[str, Setting] = {}
+    for setting in settings:
+        if setting.name in named:
+            raise ValueError(f"setting {setting.name!r} is declared twice")
+        named[setting.name] = setting
+    return named

@@ -1,0 +1,75 @@
+"""The job behind `ae train`: settle the settings and outputs before any work, run fit(), draw the plot.
+
+Everything a user can get wrong (settings, --resume against changed flags, an output that is not
+a model file, unwritable paths, matplotlib missing) fails here, before a single image is read.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aecli import distributed
+from aecli.config import Settings
+from aecli.data import ImageSet
+from aecli.io import modelfile
+from aecli.io.files import check_writable
+from aecli.train.loop import fit
+from aecli.train.run import Callbacks, resume_settings
+
+
+@dataclass
+class Job:
+    """A training run, checked and ready: its settings, and where its outputs go."""
+
+    settings: Settings
+    out: Path
+    previous: modelfile.ModelFile | None = None  # the run --resume continues
+    preview: Path | None = None
+    loss_plot: Path | None = None
+
+
+def plan(
+    settings: Settings, overrides: dict[str, Any], out: Path | None = None, *, resume: bool = False,
+    preview: Path | None = None, plot: bool = False,
+) -> Job:  # fmt: skip
+    """Check the outputs (and, with resume, that flags agree with the stored run) before any work."""
+    out = out or Path(f"{settings.model.variant}.safetensors")
+    job = Job(settings, out, preview=preview)
+    if plot:
+        from aecli.report import plots
+
+        plots.check_available()
+        job.loss_plot = plots.loss_plot_path(out)
+    if resume:
+        job.previous = modelfile.load(out, with_optimizer=True)
+        job.settings = resume_settings(job.previous, overrides)
+    else:
+        modelfile.check_replaceable(out)
+    for target in filter(None, [out, preview, job.loss_plot]):
+        check_writable(target)
+    return job
+
+
+def run(
+    job: Job, images: ImageSet, callbacks: Callbacks | None = None, stop: threading.Event | None = None
+) -> modelfile.ModelFile:
+    """Train, then draw the loss curves if asked; under torchrun rank 0 draws them."""
+    result = fit(images, job.settings, job.out, resume=job.previous, callbacks=callbacks, stop=stop, preview=job.preview)
+    if job.loss_plot and distributed.leader():
+        from aecli.report import plots
+
+        plots.loss_curves(result.training, job.loss_plot, title=f"{job.out.name}: loss per epoch")
+    return result
+
+
+def summary(result: modelfile.ModelFile, seconds: float) -> str:
+    """One line on what was trained: `trained ae (conv, 28x28x1, latent 32) on 540 images, ...`."""
+    c, t = result.config, result.training
+    return (
+        f"trained {c.variant} ({c.arch}, {c.image_size}x{c.image_size}x{c.channels}, latent {c.latent_dim}) "
+        f"on {t['data']['train']} images, {t['epochs']} epochs in {seconds:.1f} s; train loss {t['train_loss'][-1]:.5g}"
+        + (f", val {t['val_loss'][-1]:.5g}" if t["val_loss"] else "")
+    )

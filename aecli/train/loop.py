@@ -1,0 +1,173 @@
+"""fit(): the training loop, top to bottom. It never prints; progress goes out through callbacks.
+
+Every epoch ends with the validation loss and an atomic save of the model file with Adam's
+state, so an interrupted run leaves the last complete epoch. Once the last epoch ends, one
+calibration pass (scoring/calibration.py) stores the thresholds and the latent statistics.
+Each epoch's shuffle and each step's noise are seeded from (seed, epoch, step), so a run that is
+stopped and resumed reaches the same weights as one that never stopped (on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aecli import distributed, runtime
+from aecli.config import Settings, TrainConfig
+from aecli.data import ImageSet, batch_indices
+from aecli.errors import Interrupted
+from aecli.io import modelfile
+from aecli.scoring import calibration
+from aecli.train.run import Callbacks, Run
+
+
+def fit(
+    images: ImageSet,
+    settings: Settings,
+    out: Path,
+    *,
+    resume: modelfile.ModelFile | None = None,
+    callbacks: Callbacks | None = None,
+    stop: threading.Event | None = None,
+    preview: Path | None = None,
+) -> modelfile.ModelFile:
+    """Train on `images`, saving `out` after every epoch; returns the final model file.
+
+    Under torchrun (docs/distributed.md) the model trains in DistributedDataParallel, each process
+    takes its share of every global batch, and rank 0 alone reports and writes files.
+    """
+    run = Run.start(images, settings, out, resume, callbacks or Callbacks())
+    tc, cb = run.tc, run.callbacks
+    try:
+        for epoch in range(run.epoch, tc.epochs):
+            train_loss = train_epoch(run, epoch, stop)
+            val_loss = validation_loss(run)
+            run.history.end_epoch(train_loss, val_loss)
+            if epoch + 1 == tc.epochs:
+                run.latent_stats, run.calibration = calibrate(run)
+            run.save({"epoch": epoch + 1, "step": 0})
+            cb.epoch_end(epoch, run.history.train_loss[-1], run.history.val_loss[-1] if val_loss is not None else None)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; {out} holds the last saved epoch (continue with --resume)") from None
+    if preview is not None and distributed.leader():
+        from aecli.io.pictures import write_preview
+
+        write_preview(preview, run.model, run.images, run.evaluation_rows(), run.config, run.device)
+    distributed.barrier()  # under torchrun, the others read the file once rank 0 has written it
+    return modelfile.load(out)
+
+
+def train_epoch(run: Run, epoch: int, stop: threading.Event | None) -> float:
+    """One pass over this epoch's shuffle of the training split; the mean loss per image.
+
+    A stop request saves the weights so far and raises Interrupted, so --resume continues here.
+    """
+    tc, cb, device, model = run.tc, run.callbacks, run.device, run.model
+    model.train()
+    run.images_at(epoch)
+    shuffle = torch.Generator().manual_seed(runtime.step_seed(tc.seed, epoch, 0))
+    order = run.split.train[torch.randperm(len(run.split.train), generator=shuffle).numpy()]
+    first = run.first_step if epoch == run.epoch else 0
+    batches = batch_indices(distributed.shard_epoch(order), run.per_process)[first:]
+    total, count = torch.zeros((), device=device), 0
+    for step, batch in enumerate(run.stream(batches, pin_memory=device.type == "cuda"), start=first):
+        skipped = run.report_unreadable(batch.skipped)
+        n = len(batch.pixels)
+        loss = None
+        if n or distributed.active():  # under DDP every process takes every step, loaded or not
+            for group in run.optimizer.param_groups:
+                group["lr"] = learning_rate(tc, epoch * run.steps_per_epoch + step, tc.epochs * run.steps_per_epoch)
+            x = runtime.to_device(batch.pixels, device) if n else run.stand_in()
+            torch.manual_seed(distributed.process_seed(runtime.step_seed(tc.seed, epoch, step + 1)))
+            with runtime.autocast(device):
+                loss = run.step_loss({"images": x, "index": batch.index})["loss"]
+                loss = loss if n else loss * 0  # a stand-in adds nothing
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+        asked = stop is not None and stop.is_set()
+        if distributed.active():  # one all-reduce: the global batch's loss and size, and any stop
+            loss_sum, n, skipped, asked = distributed.sum_all([float(loss.detach()) * n, n, skipped, asked], device)
+            n, skipped, mean = int(n), int(skipped), loss_sum / max(n, 1)
+        else:
+            loss_sum, mean = (loss.detach() * n, float(loss.detach())) if n else (0.0, 0.0)
+        total += loss_sum
+        count += n
+        run.history.images_seen += n
+        run.history.skipped_images += skipped
+        if n:
+            cb.step(epoch, step, mean, n)
+        stopping = asked if distributed.active() else stop is not None and stop.is_set()  # asked during step()
+        if stopping:
+            run.history.interrupted_at = {"epoch": epoch, "step": step + 1}
+            run.save({"epoch": epoch, "step": step + 1})
+            distributed.barrier()  # rank 0 has written the file before any process exits
+            raise Interrupted(
+                f"interrupted in epoch {epoch + 1}, step {step + 1}/{run.steps_per_epoch}; "
+                f"{run.out} holds the weights so far: continue with --resume"
+            )
+    return float(total) / max(count, 1)
+
+
+@torch.no_grad()
+def validation_loss(run: Run) -> float | None:
+    """The mean loss per validation image, with the same noise every epoch; None without a split."""
+    distributed.broadcast_buffers(run.model)  # rank 0's BatchNorm statistics: the ones saved
+    if not len(run.split.val):
+        return None
+    run.images_at(-1)  # the same validation patches every epoch
+    run.model.eval()
+    torch.manual_seed(runtime.step_seed(run.tc.seed, -1, 0))
+    losses, count = [], 0
+    for batch in run.stream(distributed.shard_batches(batch_indices(run.split.val, run.tc.batch_size))):
+        if len(batch.pixels):
+            x = runtime.to_device(batch.pixels, run.device)
+            with runtime.autocast(run.device):
+                losses.append(float(run.model.loss({"images": x, "index": batch.index})["loss"]) * len(x))
+            count += len(x)
+    run.model.train()
+    if distributed.active():
+        losses, count = distributed.concat(losses), distributed.total(count)
+    return sum(losses) / count if count else None
+
+
+def calibrate(run: Run):
+    """After the last epoch: the training latents' Gaussian, then every metric on held-out images.
+
+    Each process takes a block of the rows; the scores are gathered here, so all get the whole.
+    """
+    run.images_at(-1)
+    run.model.eval()
+    fit_on = run.stream(_shard(calibration.thin(run.split.train), run.tc))
+    rows = distributed.concat(calibration.latents_of(run.model, run.device, fit_on))
+    latents = calibration.latent_stats(np.concatenate(rows), "train") if rows else None
+    held = run.evaluation_rows()
+    values = calibration.scores_of(run.model, run.device, run.stream(_shard(held, run.tc)), latents)
+    values = distributed.concat_dict(values)
+    run.model.train()
+    if not values:
+        return latents, None
+    split = "validation" if len(run.split.val) else "train"
+    return latents, calibration.record({k: np.concatenate(v) for k, v in values.items()}, split)
+
+
+def _shard(rows: np.ndarray, tc: TrainConfig) -> list[np.ndarray]:
+    return distributed.shard_batches(batch_indices(rows, tc.batch_size))
+
+
+def learning_rate(tc: TrainConfig, step: int, total: int) -> float:
+    """Peak `lr` after a linear warm-up over 5 % of the steps, then a cosine decay to zero.
+
+    A function of the step alone, so a resumed run follows the same curve.
+    """
+    if tc.lr_schedule == "constant":
+        return tc.lr
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return tc.lr * (step + 1) / warmup
+    return tc.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+

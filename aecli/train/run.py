@@ -1,0 +1,230 @@
+"""A training run's state: what fit() sets up once, resumes, reports through and saves."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aecli import distributed, runtime
+from aecli.config import ModelConfig, Settings, TrainConfig
+from aecli.data import ImageSet, stream
+from aecli.data.patches import Patches
+from aecli.errors import UsageError
+from aecli.io import modelfile
+
+
+class Callbacks:
+    """What fit() reports; the CLI draws a progress bar from it. Every method may be left as is."""
+
+    def start(self, epochs: int, steps: int, first_epoch: int, first_step: int) -> None: ...
+    def step(self, epoch: int, step: int, loss: float, images: int) -> None: ...
+    def epoch_end(self, epoch: int, train_loss: float, val_loss: float | None) -> None: ...
+    def skipped(self, message: str) -> None: ...
+
+
+@dataclass
+class Split:
+    """Which images train and which validate: a fixed function of the seed and the set's size."""
+
+    train: np.ndarray
+    val: np.ndarray
+
+    @classmethod
+    def make(cls, n: int, val_split: float, seed: int, group: int = 1) -> Split:
+        """Split n items; with group > 1, items come in runs of `group` (an image's patches) kept together."""
+        n_groups = n // group
+        n_val = int(n_groups * val_split)
+        if val_split > 0 and n_val == 0 and n_groups >= 2:
+            n_val = 1  # a tiny set still gets a held-out image for calibration
+        order = torch.randperm(n_groups, generator=torch.Generator().manual_seed(seed)).numpy()
+
+        def expand(groups: np.ndarray) -> np.ndarray:
+            return (np.sort(groups)[:, None] * group + np.arange(group)).ravel()
+
+        return cls(train=expand(order[n_val:]), val=expand(order[:n_val]))
+
+
+@dataclass
+class History:
+    """The training summary stored in the model file; grows across --resume."""
+
+    data: dict[str, Any]
+    device: str
+    epochs: int = 0
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    images_seen: int = 0
+    skipped_images: int = 0
+    interrupted_at: dict[str, int] | None = None
+
+    def end_epoch(self, train_loss: float, val_loss: float | None) -> None:
+        self.epochs += 1
+        self.train_loss.append(_round(train_loss))
+        if val_loss is not None:
+            self.val_loss.append(_round(val_loss))
+
+    def as_dict(self, planned: int) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "epochs_planned": planned, "complete": self.epochs >= planned}
+
+
+def model_config_for(images: ImageSet | Patches, config: ModelConfig, strict: bool = True) -> ModelConfig:
+    """Fill channels and size from the first image (or the patch size) when the user did not set them."""
+    if isinstance(images, Patches):
+        config = config.replace(image_size=images.size)
+    if config.channels and config.image_size:
+        return config.resolved(config.channels, config.image_size)
+    c, h, w = images.first_shape(strict)
+    return config.resolved(1 if c <= 2 else 3, min(h, w))
+
+
+@dataclass
+class Run:
+    """Everything fit() needs between steps; `start` builds it, fresh or from a resumed file."""
+
+    tc: TrainConfig
+    config: ModelConfig
+    device: torch.device
+    images: ImageSet | Patches
+    split: Split
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    history: History
+    out: Path
+    callbacks: Callbacks
+    epoch: int = 0  # where training (re)starts
+    first_step: int = 0
+    latent_stats: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    unreadable: set[str] = field(default_factory=set)
+    step_loss: Callable[[dict[str, Any]], dict[str, torch.Tensor]] | None = None  # model.loss, or through DDP
+
+    @classmethod
+    def start(
+        cls, images: ImageSet, settings: Settings, out: Path, resume: modelfile.ModelFile | None, callbacks: Callbacks
+    ) -> Run:
+        tc = settings.train
+        device = runtime.choose_device(tc.device)
+        distributed.init(device)
+        runtime.seed_all(tc.seed)
+        refused = images.refused  # inputs left out by open_inputs(skip_bad=True)
+        if tc.patch_size:
+            images = Patches(images, tc.patch_size, tc.patches_per_image, tc.seed)
+        config = resume.config if resume else model_config_for(images, settings.model, not tc.skip_bad)
+        split = Split.make(len(images), tc.val_split, tc.seed, group=tc.patches_per_image if tc.patch_size else 1)
+        if len(split.train) == 0:
+            raise UsageError(
+                f"{images.description}: {len(images)} image(s) leave none to train on after the validation split"
+            )
+        from aecli.models import create_model
+
+        model = create_model(config).to(device)
+        history = History(
+            data={
+                "inputs": images.description,
+                "images": len(images),
+                "train": len(split.train),
+                "validation": len(split.val),
+                "non_images_skipped": images.non_images,
+            },
+            device=str(device) + (f" x {distributed.size()} processes" if distributed.active() else ""),
+        )
+        run = cls(
+            tc, config, device, images, split, model, torch.optim.Adam(model.parameters(), lr=tc.lr), history, out,
+            callbacks if distributed.leader() else Callbacks(),  # under torchrun, rank 0 reports
+        )  # fmt: skip
+        if resume:
+            run.resume_from(resume)
+        else:
+            history.skipped_images += len(refused)
+        run.step_loss = distributed.training_loss(run.model, device)  # after resuming: DDP copies rank 0's weights
+        run.callbacks.start(tc.epochs, run.steps_per_epoch, run.epoch, run.first_step)
+        for message in refused:
+            run.callbacks.skipped(message)
+        return run
+
+    def resume_from(self, resume: modelfile.ModelFile) -> None:
+        """Weights, Adam's state, the position and the history of an interrupted (or finished) run."""
+        if resume.optimizer is None:
+            raise UsageError(f"{resume.path} holds no optimizer state, so it cannot be resumed")
+        self.model.load_state_dict(resume.model.state_dict())
+        self.optimizer.load_state_dict(resume.optimizer["state_dict"])
+        position = resume.optimizer["position"]
+        self.epoch, self.first_step = position["epoch"], position["step"]
+        known = {f.name for f in dataclasses.fields(History)}
+        self.history = History(**{k: v for k, v in resume.training.items() if k in known})
+        self.history.interrupted_at = None
+        if self.epoch >= self.tc.epochs:
+            raise UsageError(f"{resume.path} is already trained for {self.epoch} epochs; pass a larger --epochs to go on")
+
+    @property
+    def per_process(self) -> int:
+        return distributed.per_process_batch(self.tc.batch_size)  # the global batch, shared out
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.split.train) // self.tc.batch_size)
+
+    def images_at(self, epoch: int) -> None:
+        """Patches are cut anew each epoch; epoch -1 gives the fixed validation patches."""
+        if isinstance(self.images, Patches):
+            self.images.epoch = epoch
+
+    def evaluation_rows(self) -> np.ndarray:
+        """The held-out rows; every row when nothing is held out (calibration says so)."""
+        return self.split.val if len(self.split.val) else np.arange(len(self.images))
+
+    def stream(self, batches: list[np.ndarray], pin_memory: bool = False):
+        tc = self.tc
+        return stream(
+            self.images, batches, self.config.channels, self.config.image_size,
+            workers=tc.workers, resize=tc.resize, strict=not tc.skip_bad, pin_memory=pin_memory,
+        )  # fmt: skip
+
+    def report_unreadable(self, messages: list[str]) -> int:
+        """Report each unreadable file once, not every epoch; how many were new."""
+        fresh = [m for m in messages if m not in self.unreadable]
+        self.unreadable.update(fresh)
+        for message in fresh:
+            self.callbacks.skipped(message)
+        return len(fresh)
+
+    def stand_in(self) -> torch.Tensor:
+        """Blank images for a process whose whole batch failed to load: DDP needs every process to step."""
+        c, s = self.config.channels, self.config.image_size
+        return torch.zeros(2, c, s, s, device=self.device)
+
+    def save(self, position: dict[str, int]) -> None:
+        """The model file as it stands, with Adam's state and where training is (rank 0 writes)."""
+        if distributed.leader():
+            modelfile.save(
+                self.out, self.model, self.tc, self.history.as_dict(self.tc.epochs), self.calibration,
+                self.latent_stats, {"state_dict": self.optimizer.state_dict(), "position": position},
+            )  # fmt: skip
+
+
+def resume_settings(previous: modelfile.ModelFile, overrides: dict[str, Any]) -> Settings:
+    """The settings stored in a model file, with only those RESUME_MAY_CHANGE taken from flags."""
+    from aecli.config import RESUME_MAY_CHANGE
+
+    train = previous.train_config or TrainConfig()
+    for key, value in overrides.items():
+        if value is None or key in RESUME_MAY_CHANGE:
+            continue
+        stored = getattr(previous.config, key, getattr(train, key, None))
+        if value != stored:
+            raise UsageError(
+                f"--resume continues {previous.path} as it was trained; {key} cannot change ({stored} there)"
+            )
+    changes = {k: overrides[k] for k in RESUME_MAY_CHANGE if overrides.get(k) is not None}
+    return Settings(previous.config, train.replace(**changes))
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}")
+
