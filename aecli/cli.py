@@ -338,7 +338,7 @@ def encode(
         )  # fmt: skip
     if not leader():
         return
-    latents.write(result.vectors, result.sources, target, fmt)
+    latents.write(result.vectors, result.sources, target, fmt, result.shape)
     if index:
         latents.write_index(index, result.sources)
     if plot:

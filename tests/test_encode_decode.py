@@ -166,3 +166,31 @@ def test_worker_processes_give_the_same_rows_and_report_errors_in_one_line(run, 
     (png_dir / "img005.png").write_bytes(b"")
     result = run("encode", png_dir, "-m", models["ae"], "-o", "w.npy", "--workers", "2")
     assert result.exit_code == 1 and "img005.png: empty file" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_spatial_latent_is_written_flat_with_its_shape_and_decodes(run, npy_file, tmp_path):
+    trained = run("train", npy_file, "--no-bottleneck", "--latent-dim", "4", "--epochs", "1", "-o", "m.safetensors", "-q")
+    assert trained.exit_code == 0, trained.stderr
+    assert run("encode", npy_file, "-m", "m.safetensors", "-o", "z.npz").exit_code == 0
+    with np.load(tmp_path / "z.npz") as z:
+        shape = tuple(z["latent_shape"])
+        assert z["latents"].shape == (24, int(np.prod(shape))) and shape[0] == 4 and len(shape) == 3
+    assert run("decode", "z.npz", "-m", "m.safetensors", "-o", "decoded").exit_code == 0
+    assert len(list((tmp_path / "decoded").glob("*.png"))) == 24
+
+
+def test_a_fully_convolutional_denoiser_cleans_a_larger_image_whole(run, npy_file, tmp_path):
+    import torch
+
+    from aecli import infer
+
+    args = ["--variant", "denoising", "--no-bottleneck", "--epochs", "1", "-o", "dae.safetensors", "-q"]
+    assert run("train", npy_file, *args).exit_code == 0
+    big = (np.random.default_rng(0).random((40, 56)) * 255).astype(np.uint8)
+    Image.fromarray(big).save(tmp_path / "big.png")
+    assert run("denoise", "big.png", "-m", "dae.safetensors", "-o", "out").exit_code == 0
+    written = np.asarray(Image.open(tmp_path / "out" / "big.png"))
+    model = infer.load_model(tmp_path / "dae.safetensors", "cpu")
+    direct = model(torch.as_tensor(big, dtype=torch.float32)[None, None] / 255)[0, 0]
+    assert written.shape == (40, 56)
+    assert np.abs(written.astype(int) - np.round(direct.numpy() * 255).astype(int)).max() <= 1  # no tiles

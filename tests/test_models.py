@@ -50,3 +50,24 @@ def test_model_file_round_trip_rebuilds_the_same_model(variant, tmp_path):
     x = torch.rand(2, 1, 12, 12)
     model.eval()
     assert torch.equal(loaded.model(x), model(x))
+
+
+@pytest.mark.parametrize("variant", list_variants())
+@pytest.mark.parametrize("arch", ["conv", "unet"])
+def test_without_a_bottleneck_every_variant_runs_at_any_size_with_a_spatial_latent(variant, arch):
+    config = ModelConfig(variant=variant, arch=arch, bottleneck=False, latent_dim=4, widths=[8, 16]).resolved(1, 16)
+    model = create_model(config)
+    assert model.capabilities.any_size and model.capabilities.latent_shape == (4, 4, 4)
+    for h, w in [(16, 16), (24, 40), (13, 9)]:  # other sizes than the training size, odd ones too
+        x = torch.rand(2, 1, h, w)
+        recon, z = model.analyse(x)
+        assert recon.shape == x.shape and z.shape == (2, 4, -(-h // 4), -(-w // 4))
+    loss = model.loss({"images": torch.rand(2, 1, 16, 16)})["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_a_conv_model_without_a_bottleneck_decodes_its_spatial_latents():
+    model = create_model(ModelConfig(bottleneck=False, latent_dim=4, widths=[8, 16]).resolved(1, 16)).eval()
+    x = torch.rand(3, 1, 16, 16)
+    assert torch.allclose(model.decode(model.encode(x)), model(x), atol=1e-6)

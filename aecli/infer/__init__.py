@@ -105,10 +105,11 @@ def batches(
 class Latents:
     """One latent row per image that loaded, in input order, with where each row came from."""
 
-    vectors: np.ndarray  # (N, latent_dim) float32
+    vectors: np.ndarray  # (N, latent size) float32: a spatial latent (C, h, w) flattened
     index: np.ndarray  # (N,) positions in the input set
     sources: list[str]  # a file path, or `array#row`
     skipped: int = 0
+    shape: tuple[int, ...] = ()  # one image's latent before flattening: (latent_dim,) or (C, h, w)
 
 
 @torch.no_grad()
@@ -141,7 +142,8 @@ def encode(
     width = math.prod(loaded.capabilities.latent_shape)
     rows = np.concatenate(vectors) if vectors else np.empty((0, width), np.float32)
     where = np.concatenate(index) if index else np.empty(0, np.int64)
-    return Latents(rows.astype(np.float32), where, [images.name(int(i)) for i in where], skipped)
+    sources = [images.name(int(i)) for i in where]
+    return Latents(rows.astype(np.float32), where, sources, skipped, loaded.capabilities.latent_shape)
 
 
 @torch.no_grad()
@@ -179,7 +181,8 @@ def denoise(
     overlap: float = 0.5, batch_size: int = 64, workers: int | None = None, strict: bool = True,
     progress: Progress | None = None,
 ) -> Iterator[Denoised]:  # fmt: skip
-    """Each image through the model at its own size: model-sized images in batches, others in tiles.
+    """Each image through the model at its own size: model-sized images in batches, others whole
+    (a fully convolutional model) or in tiles.
 
     Colour images go through a 1-channel model channel by channel; grey ones through a 3-channel
     model as grey RGB. With resize=True, images are resized to the model's size instead of tiled.
@@ -204,10 +207,12 @@ def denoise(
             for k, n in enumerate(direct):
                 outputs[n] = results[offsets[k] : offsets[k + 1]]
         for n, f in enumerate(fitted):
-            if n not in outputs:
-                outputs[n] = torch.stack(
-                    [apply_tiled(loaded, piece, cfg.image_size, overlap, batch_size) for piece in f]
-                )
+            if n in outputs:
+                continue
+            if loaded.capabilities.any_size:  # fully convolutional: the whole image at once
+                outputs[n] = loaded(f)
+            else:
+                outputs[n] = torch.stack([apply_tiled(loaded, piece, cfg.image_size, overlap, batch_size) for piece in f])
         for n, (x, i) in enumerate(zip(inputs, batch.index.tolist())):
             yield Denoised(i, x, _unfit_channels(outputs[n], x.shape[0]))
 

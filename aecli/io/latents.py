@@ -38,24 +38,31 @@ def check_destination(out: Path | None, fmt: str) -> None:
         )
 
 
-def write(vectors: np.ndarray, sources: list[str], out: Path | None, fmt: str) -> None:
-    """Write latents to `out` atomically, or to stdout when out is None."""
+def write(
+    vectors: np.ndarray, sources: list[str], out: Path | None, fmt: str, shape: tuple[int, ...] = ()
+) -> None:
+    """Write latents to `out` atomically, or to stdout when out is None.
+
+    A spatial latent (C, h, w) is written flattened, one row per image; .npz records its shape
+    as `latent_shape` (rows.reshape(-1, *latent_shape) gives the maps back).
+    """
     if out is None:
         check_destination(out, fmt)
         buffer = io.BytesIO()  # numpy writes to a real file with fwrite, whose EPIPE is a bare OSError
-        _write(buffer, vectors, sources, fmt)
+        _write(buffer, vectors, sources, fmt, shape)
         write_stdout(buffer.getvalue())
         return
     with atomic_output(out) as f:
-        _write(f, vectors, sources, fmt)
+        _write(f, vectors, sources, fmt, shape)
 
 
-def _write(f: IO[bytes], vectors: np.ndarray, sources: list[str], fmt: str) -> None:
+def _write(f: IO[bytes], vectors: np.ndarray, sources: list[str], fmt: str, shape: tuple[int, ...]) -> None:
     if fmt == "npy":
         np.save(f, vectors)
     elif fmt == "npz":
         buffer = io.BytesIO()  # zip needs to seek; a pipe cannot
-        np.savez(buffer, latents=vectors, paths=np.array(sources, dtype=str))
+        spatial = {"latent_shape": np.array(shape, dtype=np.int64)} if len(shape) > 1 else {}
+        np.savez(buffer, latents=vectors, paths=np.array(sources, dtype=str), **spatial)
         f.write(buffer.getvalue())
     elif fmt == "csv":
         columns = ["path", *(f"z{i}" for i in range(vectors.shape[1]))]
