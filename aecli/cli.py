@@ -313,12 +313,12 @@ def encode(
       ae encode sample:test -m ae.safetensors -o z.npy --plot map.png --projection tsne
     """
     from aecli import infer
-    from aecli.io import latents
     from aecli.data import open_inputs
-    from aecli.distributed import leader
+    from aecli.distributed import gathered
+    from aecli.io import latents
     from aecli.ui import Messages, StreamProgress
 
-    say = Messages(quiet or not leader())  # under torchrun, rank 0 talks and writes for all
+    say = Messages(quiet)
     target = None if out in (None, "-") else Path(out)
     fmt = latents.choose_format(target, fmt)
     latents.check_destination(target, fmt)
@@ -332,12 +332,11 @@ def encode(
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
     loaded = infer.load_model(model, device)
     with StreamProgress(say, "encode", images.refused) as progress:
-        result = infer.encode(
+        local = infer.encode(
             loaded, images, batch_size=batch_size, workers=workers, sample=sample, seed=seed,
             resize=not no_resize, strict=not skip_bad, progress=progress,
         )  # fmt: skip
-    if not leader():
-        return
+    result = gathered(local)
     latents.write(result.vectors, result.sources, target, fmt, result.shape)
     if index:
         latents.write_index(index, result.sources)
@@ -374,7 +373,7 @@ def decode(
     """
     from aecli import infer
     from aecli.io import latents
-    from aecli.io.pictures import GRID_LIMIT, save_grid, save_png
+    from aecli.io.pictures import write_numbered
     from aecli.ui import Messages
 
     say = Messages(quiet)
@@ -384,17 +383,7 @@ def decode(
     _output_dirs(out)
     rows = latents.read(latents_file)
     loaded = infer.load_model(model, device)
-    width = max(6, len(str(len(rows) - 1)))
-    shown, done = [], 0
-    for batch in infer.decode(loaded, rows, batch_size):
-        for image in batch:
-            if out is not None:
-                save_png(out / f"{done:0{width}d}.png", image)
-            if len(shown) < GRID_LIMIT:
-                shown.append(image)
-            done += 1
-    if grid:
-        save_grid(grid, shown, nrow)
+    done = write_numbered(infer.decode(loaded, rows, batch_size), len(rows), out, grid, nrow)
     say.info(f"decoded {done} images" + (f" to {out}/" if out else "") + (f"; grid: {grid}" if grid else ""))
 
 
@@ -453,13 +442,13 @@ def denoise(
       ae denoise photo.jpg -m dae.safetensors -o out/
       ae denoise ./clean -m dae.safetensors --add-noise 0.2 --reference ./clean -o out/
     """
-    from aecli import distributed, infer
+    from aecli import infer
     from aecli.data import open_inputs
-    from aecli.io.files import atomic_output
-    from aecli.infer.restore import denoise_to_files, plan_outputs
+    from aecli.distributed import gathered
+    from aecli.infer.restore import denoise_to_files, plan_outputs, write_summary
     from aecli.ui import Messages, StreamProgress, print_quality
 
-    say = Messages(quiet or not distributed.leader())  # under torchrun, rank 0 talks for all
+    say = Messages(quiet)
     if out is None and reference is None and grid is None and save_noisy is None:
         raise UsageError("nothing to write: give -o DIR (or --reference to only measure, --grid or --save-noisy)")
     if report and not reference:
@@ -477,19 +466,12 @@ def denoise(
         )
     references = infer.References(reference, images) if reference else None
     with StreamProgress(say, "denoise", images.refused) as progress:
-        done = denoise_to_files(
+        local = denoise_to_files(
             loaded, images, targets, references, keep=nrow, noise=add_noise, seed=seed, resize=resize,
             overlap=overlap, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress,
         )  # fmt: skip
-    if not distributed.leader():  # under torchrun, rank 0 writes the shared outputs
-        return
-    if grid and done.shown:
-        from aecli.io.pictures import save_rows
-
-        save_rows(grid, [list(row) for row in zip(*done.shown)])
-    if report:
-        with atomic_output(report) as f:
-            f.write(done.quality.csv().encode())
+    done = gathered(local)  # each process wrote its own images; the rest is written once
+    write_summary(done, grid, report)
     if references:
         print_quality(done.quality.summary(), len(done.quality.rows), add_noise)
     say.info(f"denoised {done.count} images" + (f" to {out}/" if out else "") + (f"; grid: {grid}" if grid else ""))
@@ -529,7 +511,7 @@ def sample(
       ae sample -m ae.safetensors --interpolate a.png b.png --steps 8 --grid walk.png
     """
     from aecli import infer
-    from aecli.io.pictures import save_grid, save_png
+    from aecli.io.pictures import write_numbered
     from aecli.ui import Messages
 
     say = Messages(quiet)
@@ -545,12 +527,7 @@ def sample(
     else:
         images, source = infer.sample(loaded, n, temperature=temperature, seed=seed)
         what = f"{n} samples from {source}"
-    width = max(6, len(str(len(images) - 1)))
-    if out is not None:
-        for i, image in enumerate(images):
-            save_png(out / f"{i:0{width}d}.png", image)
-    if grid:
-        save_grid(grid, images, nrow)
+    write_numbered([images], len(images), out, grid, nrow)
     say.info(f"drew {what}" + (f" to {out}/" if out else "") + (f"; grid: {grid}" if grid else ""))
 
 
@@ -621,15 +598,14 @@ def score(
       ae score ./incoming -m ae.safetensors --contamination 0.05 --fail-on-anomaly
     """
     from aecli import infer
-    from aecli.scoring import thresholds
     from aecli.data import open_inputs
-    from aecli.distributed import leader, total
-    from aecli.io.files import atomic_output
-    from aecli.scoring.scores import assess
-    from aecli.io.tabular import records_text
+    from aecli.distributed import gathered, total
+    from aecli.io.tabular import write_records
+    from aecli.scoring import scores, thresholds
     from aecli.ui import Messages, StreamProgress, print_evaluation, print_table, score_table
 
-    say = Messages(quiet or not leader())  # under torchrun, rank 0 talks and writes for all
+    say = Messages(quiet)
+    scores.check_metric(metric)
     spec = thresholds.parse(threshold)
     fmt = fmt or ("table" if out is None and sys.stdout.isatty() else "csv")
     if fmt not in ("table", "csv", "jsonl", "json"):
@@ -653,31 +629,26 @@ def score(
         say.warn(f"{model} is a unet: its skip connections reconstruct anomalies too; --arch conv models score better")
     options = dict(batch_size=batch_size, workers=workers, strict=not skip_bad)
     with StreamProgress(say, "score", images.refused) as progress:
-        result = assess(
-            loaded, images, metric=metric, threshold=spec, fpr=fpr, contamination=contamination, labels=truth,
-            progress=progress, **options,
-        )  # fmt: skip
-    records, text = result.records(top), "csv" if fmt == "table" else fmt
-    if leader():  # under torchrun, rank 0 writes for all
-        if fmt == "table" and out is None:
-            print_table(score_table(records))
-        elif out is None:
-            sys.stdout.writelines(records_text(records, text))
-        else:
-            with atomic_output(out) as f:
-                for line in records_text(records, text):
-                    f.write(line.encode())
+        local = scores.score(loaded, images, progress=progress, **options)
+    result = scores.assess(
+        loaded, gathered(local), metric=metric, threshold=spec, fpr=fpr, contamination=contamination, labels=truth
+    )
+    records = result.records(top)
+    if fmt == "table" and out is None:
+        print_table(score_table(records))
+    else:
+        write_records(records, "csv" if fmt == "table" else fmt, out)
     n, flagged = len(result.flagged), int(result.flagged.sum())
     say.info(f"{result.metric} threshold {result.threshold.value:.6g} ({result.threshold.how})")
     say.info(f"flagged {flagged} of {n} images ({flagged / max(n, 1):.1%})")
-    if result.evaluation is not None and leader():
+    if result.evaluation is not None:
         print_evaluation(result.evaluation, result.threshold.value)
     if maps:
         from aecli.scoring.maps import write_maps
 
         written = total(write_maps(loaded, images, result.map_rows(top, maps_all), maps, **options))
         say.info(f"heatmaps: {written} in {maps}/")
-    if plot and leader():
+    if plot:
         auroc = result.evaluation.auroc if result.evaluation is not None else None
         score_histogram(result.scores.of(result.metric), result.threshold, plot, result.labels, result.metric, auroc)
         say.info(f"histogram: {plot}")
@@ -710,26 +681,25 @@ def calibrate(
       ae calibrate ./known_good -m ae.safetensors -o ae-site2.safetensors
     """
     from aecli import infer
-    from aecli.io import modelfile
     from aecli.data import open_inputs
-    from aecli.distributed import leader
+    from aecli.distributed import gathered
+    from aecli.io import modelfile
     from aecli.scoring import calibration
     from aecli.scoring.scores import score
     from aecli.ui import Messages, StreamProgress
 
-    say = Messages(quiet or not leader())
+    say = Messages(quiet)
     if out is not None:
         modelfile.check_replaceable(out)
     _outputs(out or model)
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
     loaded = infer.load_model(model, device)
     with StreamProgress(say, "calibrate", images.refused) as progress:
-        scores = score(loaded, images, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress)
+        local = score(loaded, images, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress)
+    scores = gathered(local)
     if len(scores.index) < 2:
         raise InputError(f"calibration needs at least 2 readable images, got {len(scores.index)}")
     record = {**calibration.record(scores.values, "calibration"), "source": images.description}
-    if not leader():  # under torchrun, rank 0 writes what every process scored
-        return
     modelfile.replace_calibration(model, record, out)
     p99 = record["metrics"]["mse"]["p99"]
     say.info(f"calibrated {out or model} on {len(scores.index)} images ({images.description}); mse p99 {p99:.6g}")

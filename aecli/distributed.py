@@ -135,6 +135,16 @@ def concat_dict(lists: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return joined
 
 
+def gathered(local: Any) -> Any:
+    """Every process's result of a library call, merged in rank order by its class's `merge`.
+
+    The one collective a command makes per result: library functions take their shard and return
+    local results, so calling one on a single process never waits for the others. With one
+    process this is `local` itself.
+    """
+    return type(local).merge(gather(local)) if active() else local
+
+
 def total(count: int) -> int:
     """A count summed over the processes."""
     return sum(gather(int(count))) if active() else int(count)

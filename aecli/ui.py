@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from aecli.io.files import leader_writes
+
 err = Console(stderr=True, highlight=False)
 
 
@@ -174,6 +176,7 @@ def model_table(info: dict[str, Any]) -> Table:
     return table
 
 
+@leader_writes
 def print_quality(summary: dict[str, float], count: int, noise: float) -> None:
     """`ae denoise --reference`: mean PSNR and SSIM before and after, on stdout (it is the result)."""
     table = Table(box=None, pad_edge=False, title=None)
@@ -203,6 +206,7 @@ def score_table(records: list[dict[str, Any]]) -> Table:
     return table
 
 
+@leader_writes
 def print_evaluation(evaluation, threshold: float) -> None:
     """Label evaluation on stderr: the data on stdout stays one row per image."""
     e = evaluation
@@ -214,6 +218,7 @@ def print_evaluation(evaluation, threshold: float) -> None:
     )  # fmt: skip
 
 
+@leader_writes
 def print_table(table: Table) -> None:
     Console(highlight=False).print(table)
 

@@ -123,6 +123,33 @@ def as_rank(monkeypatch, rank: int, size: int) -> None:
     monkeypatch.setenv("LOCAL_RANK", str(rank))
 
 
+ONE_RANK_ONLY = """
+import sys
+from aecli import distributed, infer
+from aecli.data import open_inputs
+from aecli.scoring.scores import score
+
+model = infer.load_model(sys.argv[1], "cpu")  # joins the process group: every rank
+if distributed.rank() == 0:  # library calls on one rank alone return its shard, waiting for no one
+    images = open_inputs([sys.argv[2]])
+    shard = {"batch_size": 8}  # 8 batches of the 64 images: rank 0 takes the first 4
+    print(len(infer.encode(model, images, **shard).vectors), len(score(model, images, **shard).index), flush=True)
+"""
+
+
+def test_a_library_call_on_one_rank_never_waits_for_the_others(models, pngs, tmp_path):
+    (tmp_path / "one_rank.py").write_text(ONE_RANK_ONLY)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", AE_DIST_TIMEOUT="20", PYTHONPATH=str(ROOT))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+        "--master-port", str(free_port()), "one_rank.py", str(models["ae"]), str(pngs),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["32", "32"]  # rank 0's block of the 64 images: half
+
+
 def test_epoch_shards_are_equal_cover_every_image_and_match_one_process_steps(monkeypatch):
     order = np.random.default_rng(0).permutation(23)
     shards = []

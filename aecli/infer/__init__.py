@@ -111,6 +111,14 @@ class Latents:
     skipped: int = 0
     shape: tuple[int, ...] = ()  # one image's latent before flattening: (latent_dim,) or (C, h, w)
 
+    @classmethod
+    def merge(cls, parts: list[Latents]) -> Latents:
+        """Shards in order, as one (what distributed.gathered calls)."""
+        return cls(
+            np.concatenate([p.vectors for p in parts]), np.concatenate([p.index for p in parts]),
+            [s for p in parts for s in p.sources], sum(p.skipped for p in parts), parts[0].shape,
+        )  # fmt: skip
+
 
 @torch.no_grad()
 def encode(
@@ -119,7 +127,7 @@ def encode(
 ) -> Latents:  # fmt: skip
     """Latent vectors of every image; a VAE gives its posterior mean, or a draw with sample=True.
 
-    Under torchrun every process encodes its block and receives all the rows, in input order.
+    Under torchrun each process encodes its block of the batches; distributed.gathered joins them.
     """
     vectors, index, skipped = [], [], 0
     generator = torch.Generator().manual_seed(seed)
@@ -137,8 +145,6 @@ def encode(
             z = loaded.model.encode(x, generator if sample else None)
         vectors.append(z.float().flatten(1).cpu().numpy())
         index.append(batch.index.numpy())
-    if distributed.active():
-        vectors, index, skipped = distributed.concat(vectors), distributed.concat(index), distributed.total(skipped)
     width = math.prod(loaded.capabilities.latent_shape)
     rows = np.concatenate(vectors) if vectors else np.empty((0, width), np.float32)
     where = np.concatenate(index) if index else np.empty(0, np.int64)

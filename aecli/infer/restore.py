@@ -2,7 +2,7 @@
 
 infer.denoise yields one result at a time; this writes each where its input's relative path says,
 measures it against a reference when there is one, and keeps a few for a grid. Under torchrun
-each process writes its own images and the report is gathered, so rank 0 reports on all.
+each process writes its own images; the command gathers the results and rank 0 writes the rest.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from aecli import distributed, infer
+from aecli import infer
 from aecli.data import ImageSet
-from aecli.io.files import guard_inputs, mirror_targets
-from aecli.io.pictures import save_png
+from aecli.io.files import atomic_output, guard_inputs, leader_writes, mirror_targets
+from aecli.io.pictures import save_png, save_rows
 from aecli.scoring.quality import QualityReport
 
 
@@ -26,6 +26,25 @@ class Restored:
     count: int = 0
     quality: QualityReport = field(default_factory=QualityReport)
     shown: list[list[torch.Tensor]] = field(default_factory=list)  # [noisy, clean(, reference)] per image
+    keep: int = 8  # at most this many in `shown`
+
+    @classmethod
+    def merge(cls, parts: list[Restored]) -> Restored:
+        """Shards in order, as one (what distributed.gathered calls); the grid keeps the first rows."""
+        quality = QualityReport()
+        quality.rows = [row for p in parts for row in p.quality.rows]
+        keep = parts[0].keep
+        return cls(sum(p.count for p in parts), quality, [s for p in parts for s in p.shown][:keep], keep)
+
+
+@leader_writes
+def write_summary(done: Restored, grid: Path | None = None, report: Path | None = None) -> None:
+    """The grid of noisy, clean (and reference) rows, and the CSV of PSNR and SSIM per image."""
+    if grid and done.shown:
+        save_rows(grid, [list(row) for row in zip(*done.shown)])
+    if report:
+        with atomic_output(report) as f:
+            f.write(done.quality.csv().encode())
 
 
 def plan_outputs(images: ImageSet, out: Path | None, noisy: Path | None, overwrite: bool) -> dict[str, list[Path]]:
@@ -50,7 +69,7 @@ def denoise_to_files(
 ) -> Restored:
     """Denoise every image (options as infer.denoise) into targets["out"] (and the noisy input
     into targets["noisy"]), measuring each against its reference; keep the first `keep` for a grid."""
-    done = Restored()
+    done = Restored(keep=keep)
     for result in infer.denoise(loaded, images, **options):
         if "out" in targets:
             save_png(targets["out"][result.index], result.clean)
@@ -62,8 +81,4 @@ def denoise_to_files(
         if len(done.shown) < keep:
             done.shown.append([result.noisy, result.clean] + ([ref] if ref is not None else []))
         done.count += 1
-    if distributed.active():  # each process wrote its own images; every process learns of all
-        done.quality.rows = distributed.concat(done.quality.rows)
-        done.shown = distributed.concat(done.shown)[:keep]
-        done.count = distributed.total(done.count)
     return done

@@ -1,14 +1,15 @@
-"""Writing outputs safely: never a half-written file, never a user's input overwritten."""
+"""Writing outputs safely: never a half-written file, never a user's input overwritten, one writer."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from aecli.errors import OutputError
 
@@ -126,3 +127,15 @@ def guard_inputs(
     for target in targets:
         if real(target) in inputs:
             raise OutputError(f"refusing to overwrite input {target} (choose another -o, or --overwrite)")
+
+
+def leader_writes(write: Callable[..., Any]) -> Callable[..., Any]:
+    """For functions that write a shared output (a file, stdout): under torchrun, rank 0 alone runs them."""
+
+    @functools.wraps(write)
+    def on_leader(*args: Any, **kwargs: Any) -> Any:
+        from aecli.distributed import leader  # torch is loaded by then: outputs follow the work
+
+        return write(*args, **kwargs) if leader() else None
+
+    return on_leader

@@ -13,7 +13,7 @@ from typing import IO
 import numpy as np
 
 from aecli.errors import InputError, UsageError
-from aecli.io.files import atomic_output, write_stdout
+from aecli.io.files import atomic_output, leader_writes, write_stdout
 from aecli.io.tabular import csv_lines, json_line
 
 FORMATS = ("npy", "npz", "csv", "jsonl")
@@ -38,6 +38,7 @@ def check_destination(out: Path | None, fmt: str) -> None:
         )
 
 
+@leader_writes
 def write(
     vectors: np.ndarray, sources: list[str], out: Path | None, fmt: str, shape: tuple[int, ...] = ()
 ) -> None:
@@ -73,6 +74,7 @@ def _write(f: IO[bytes], vectors: np.ndarray, sources: list[str], fmt: str, shap
             f.write(json_line({"path": source, "latent": row.tolist()}).encode())
 
 
+@leader_writes
 def write_index(path: Path, sources: list[str]) -> None:
     """One source per line, row by row: a file path, or `array#row`."""
     with atomic_output(path) as f:

@@ -25,7 +25,7 @@ from aecli.config import (
     train_config_from_json,
 )
 from aecli.errors import ModelFileError, OutputError
-from aecli.io.files import write_bytes_atomic
+from aecli.io.files import leader_writes, write_bytes_atomic
 
 FORMAT = "aecli"
 FORMAT_VERSION = 2  # 2: each variant stores only its own settings, and `bottleneck` (1: every variant's)
@@ -229,6 +229,7 @@ def load(path: Path, with_optimizer: bool = False) -> ModelFile:
     )
 
 
+@leader_writes
 def replace_calibration(path: Path, calibration: dict[str, Any], out: Path | None = None) -> None:
     """Write the model file (or a copy at `out`) with a new calibration; all else byte for byte.
 

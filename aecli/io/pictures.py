@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,22 @@ def grid_of(images: list[torch.Tensor], size: int | None = None) -> torch.Tensor
     channels = max(x.shape[0] for x in images)
     size = size or images[0].shape[-1]
     return torch.stack([to_size(to_channels(x.float().cpu(), channels), size) for x in images])
+
+
+def write_numbered(batches: Iterable[torch.Tensor], count: int, out: Path | None, grid: Path | None, nrow: int = 8) -> int:
+    """Images batch by batch as OUT/000000.png, 000001.png, ... and the first GRID_LIMIT in one grid."""
+    width = max(6, len(str(count - 1)))
+    shown, done = [], 0
+    for batch in batches:
+        for image in batch:
+            if out is not None:
+                save_png(out / f"{done:0{width}d}.png", image)
+            if len(shown) < GRID_LIMIT:
+                shown.append(image)
+            done += 1
+    if grid:
+        save_grid(grid, shown, nrow)
+    return done
 
 
 def save_rows(path: Path, rows: list[list[torch.Tensor]]) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
+
+from aecli.io.files import atomic_output, leader_writes
 
 
 def csv_field(value: Any) -> str:
@@ -47,3 +51,14 @@ def records_text(records: list[dict[str, Any]], fmt: str) -> Iterable[str]:
     else:
         columns = list(records[0]) if records else ["path", "score", "threshold", "anomalous"]
         yield from csv_lines(columns, ([r.get(c) for c in columns] for r in records))
+
+
+@leader_writes
+def write_records(records: list[dict[str, Any]], fmt: str, out: Path | None = None) -> None:
+    """Records as csv, jsonl or json to `out` (atomically), or to stdout when out is None."""
+    if out is None:
+        sys.stdout.writelines(records_text(records, fmt))
+        return
+    with atomic_output(out) as f:
+        for line in records_text(records, fmt):
+            f.write(line.encode())

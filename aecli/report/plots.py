@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from aecli.errors import InputError, MissingExtra, UsageError
-from aecli.io.files import write_bytes_atomic
+from aecli.io.files import leader_writes, write_bytes_atomic
 
 PROJECTIONS = ("pca", "tsne", "umap")
 SIZE, DPI = (8, 6), 100  # 800x600 pixels: readable in a report or an image viewer, small on disk
@@ -89,6 +89,7 @@ def _spans_decades(values: np.ndarray, decades: float) -> bool:
     return bool(len(values)) and values.min() > 0 and values.max() / values.min() > 10**decades
 
 
+@leader_writes
 def loss_curves(history: Mapping[str, Any], path: Path, title: str | None = None) -> None:
     """Train and validation loss per epoch, from a training summary (`ae info --json`'s `training`).
 
@@ -179,6 +180,7 @@ def _class_name(k: int, names: Sequence[str] | Mapping[int, str] | None) -> str:
     return f"{k}: {names[k]}" if names is not None and 0 <= k < len(names) else str(k)
 
 
+@leader_writes
 def latent_map(
     vectors: np.ndarray,
     labels: Sequence[int | None] | np.ndarray | None,
@@ -252,6 +254,7 @@ def _threshold_mode(how: str | None) -> str | None:
     return how.split(":")[0]
 
 
+@leader_writes
 def score_histogram(
     scores: np.ndarray,
     threshold: Any,

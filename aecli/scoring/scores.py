@@ -94,6 +94,22 @@ class Scores:
             raise UsageError(_unavailable(metric))
         return self.values[metric]
 
+    @classmethod
+    def merge(cls, parts: list[Scores]) -> Scores:
+        """Shards in order, as one (what distributed.gathered calls)."""
+        names = dict.fromkeys(k for p in parts for k in p.values)  # a shard with no images has none
+        return cls(
+            {k: np.concatenate([p.values[k] for p in parts if k in p.values]) for k in names},
+            np.concatenate([p.index for p in parts]), [s for p in parts for s in p.sources],
+            sum(p.skipped for p in parts),
+        )  # fmt: skip
+
+
+def check_metric(metric: str | None) -> None:
+    """An unknown metric is an error before any image is scored."""
+    if metric is not None and metric not in METRICS:
+        raise UsageError(_unavailable(metric))
+
 
 def _unavailable(metric: str) -> str:
     if metric == "elbo":
@@ -129,8 +145,8 @@ def score_batches(
 def score(loaded, images: ImageSet, **options) -> Scores:
     """Every metric for every image of the set; `combined` where the calibration allows it.
 
-    Under torchrun every process scores its block and receives every score, in input order, so
-    thresholds over the whole set (percentiles, contamination) come out as with one process.
+    Under torchrun each process scores its block of the batches; distributed.gathered joins them
+    in input order, so thresholds over the whole set come out as with one process.
     """
     collected: dict[str, list[torch.Tensor]] = {}
     index, skipped = [], 0
@@ -139,8 +155,6 @@ def score(loaded, images: ImageSet, **options) -> Scores:
         for name, values in raw.items():
             collected.setdefault(name, []).append(values)
         index.append(batch.index.numpy())
-    if distributed.active():
-        collected, index, skipped = distributed.concat_dict(collected), distributed.concat(index), distributed.total(skipped)
     where = np.concatenate(index) if index else np.empty(0, np.int64)
     values = {k: torch.cat(v).numpy() for k, v in collected.items()}
     add_combined(values, loaded.file.calibration)
@@ -187,19 +201,16 @@ class Assessment:
 
 
 def assess(
-    loaded, images: ImageSet, *, metric: str | None = None, threshold: str | float = "auto", fpr: float = 0.01,
-    contamination: float | None = None, labels: np.ndarray | None = None, **options,
+    loaded, scores: Scores, *, metric: str | None = None, threshold: str | float = "auto", fpr: float = 0.01,
+    contamination: float | None = None, labels: np.ndarray | None = None,
 ) -> Assessment:  # fmt: skip
-    """Score every image, choose the threshold, flag, and evaluate against labels if given.
+    """Choose the threshold over a whole set's scores, flag, and evaluate against labels if given.
 
     metric=None takes DEFAULT_METRIC, or FALLBACK_METRIC when the model file cannot give it.
     """
-    from aecli.scoring import metrics
-    from aecli.scoring import thresholds
+    from aecli.scoring import metrics, thresholds
 
-    if metric is not None and metric not in METRICS:
-        raise UsageError(_unavailable(metric))
-    scores = score(loaded, images, **options)
+    check_metric(metric)
     if metric is None:
         metric = DEFAULT_METRIC if DEFAULT_METRIC in scores.values or not len(scores.index) else FALLBACK_METRIC
     values = scores.of(metric)
