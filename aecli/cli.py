@@ -21,6 +21,7 @@ import typer
 
 from aecli import __version__
 from aecli.errors import AecliError, InputError, UsageError
+from aecli.options import SectionedCommand, setting_options
 
 app = typer.Typer(
     name="ae",
@@ -172,8 +173,6 @@ class _TrainCommand:
 
     @property
     def __signature__(self) -> inspect.Signature:
-        from aecli.options import setting_options
-
         return inspect.Signature([*self.own_options(), *setting_options()])
 
     def __call__(self, inputs=None, out=None, config=None, print_config=False, resume=False, preview=None,
@@ -207,13 +206,7 @@ class _TrainCommand:
         say.info(f"model: {job.out}")
 
 
-def _sectioned():
-    from aecli.options import SectionedCommand
-
-    return SectionedCommand
-
-
-train = command("train", cls=_sectioned())(_TrainCommand())
+train = command("train", cls=SectionedCommand)(_TrainCommand())
 
 
 class _stop_on_sigint:

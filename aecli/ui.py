@@ -149,6 +149,10 @@ def model_table(info: dict[str, Any]) -> Table:
     table.add_row("parameters", f"{info['parameters']:,}")
     table.add_row("input", f"{mc['channels']} channel(s), {mc['image_size']}x{mc['image_size']}")
     table.add_row("config", ", ".join(f"{k}={v}" for k, v in mc.items() if k not in ("variant", "arch")))
+    can = info["capabilities"]
+    abilities = [name for name in ("decode", "sample", "denoise", "any_size") if can[name]]
+    table.add_row("can", ", ".join(["encode", *abilities]) + f"; latent {'x'.join(map(str, can['latent_shape']))}")
+    table.add_row("metrics", ", ".join(can["metrics"]))
     if info.get("train_config"):
         table.add_row("training config", ", ".join(f"{k}={v}" for k, v in info["train_config"].items()))
     if training:

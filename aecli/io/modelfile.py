@@ -10,6 +10,7 @@ Loading never unpickles anything: safetensors holds only raw tensors and strings
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -174,7 +175,7 @@ def describe(path: Path) -> dict[str, Any]:
     """Everything a model file says about itself, from its header alone (what `ae info` shows),
     once its config is known to match its tensors."""
     metadata, shapes = read_metadata(path)
-    _checked_config(path, metadata, shapes)
+    skeleton = _checked_skeleton(path, metadata, shapes)
     info: dict[str, Any] = {
         "path": str(path),
         "file_bytes": Path(path).stat().st_size,
@@ -182,6 +183,7 @@ def describe(path: Path) -> dict[str, Any]:
         "aecli_version": metadata.get("aecli_version"),
         "parameters": sum(math.prod(shape) for name, (shape, _) in shapes.items() if not name.startswith(_OPTIM)),
         "resumable": "optimizer" in metadata,
+        "capabilities": dataclasses.asdict(skeleton.capabilities),
     }
     for key in ("model_config", "train_config", "training", "calibration", "latent_stats"):
         try:
@@ -199,7 +201,7 @@ def load(path: Path, with_optimizer: bool = False) -> ModelFile:
 
     path = Path(path)
     metadata, shapes = read_metadata(path)
-    config = _checked_config(path, metadata, shapes)
+    config = _checked_skeleton(path, metadata, shapes).config
     try:
         train_config = train_config_from_json(metadata["train_config"]) if "train_config" in metadata else None
         extras = {
@@ -248,8 +250,8 @@ def replace_calibration(path: Path, calibration: dict[str, Any], out: Path | Non
     write_bytes_atomic(Path(out or path), canonical(to_bytes(tensors, metadata=metadata)))
 
 
-def _checked_config(path: Path, metadata: dict[str, str], shapes: dict[str, tuple[list[int], str]]) -> ModelConfig:
-    """The stored config, once a model built from it on the meta device (no memory) has the
+def _checked_skeleton(path: Path, metadata: dict[str, str], shapes: dict[str, tuple[list[int], str]]) -> nn.Module:
+    """The model the stored config builds, on the meta device (no memory), once it has the
     header's tensor shapes: a config that asks for a huge model fails before allocating it."""
     import torch
 
@@ -265,7 +267,7 @@ def _checked_config(path: Path, metadata: dict[str, str], shapes: dict[str, tupl
         raise ModelFileError(f"{path}: its config does not build a model ({str(e).splitlines()[0]})") from None
     expected = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
     _check_shapes(path, expected, {k: shape for k, (shape, _) in shapes.items() if not k.startswith(_OPTIM)})
-    return config
+    return skeleton
 
 
 def _check_shapes(path: Path, expected: dict[str, list[int]], stored: dict[str, list[int]]) -> None:

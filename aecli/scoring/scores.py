@@ -51,19 +51,24 @@ class LatentGaussian:
 def image_scores(
     model, x: torch.Tensor, gaussian: LatentGaussian | None
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Every raw metric for a batch (CPU tensors of shape (B,)), the reconstruction and the latent."""
+    """Every raw metric for a batch (CPU tensors of shape (B,)), the reconstruction and the latent.
+
+    The forward pass runs under the caller's autocast; the metrics themselves in float32 (CUDA's
+    autocast refuses binary_cross_entropy, and bf16 would blur small score differences).
+    """
     recon, z = model.analyse(x)
     recon, x = recon.float(), x.float()
-    diff = recon - x
-    scores = {
-        "mse": diff.pow(2).flatten(1).mean(1),
-        "mae": diff.abs().flatten(1).mean(1),
-        "bce": F.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x, reduction="none").flatten(1).mean(1),
-        "ssim": 1 - ssim(recon.cpu(), x.cpu()),  # float64 inside: CPU, where every backend has it
-    }
-    if gaussian is not None:
-        scores["latent"] = gaussian.distance(z.flatten(1))
-    scores.update(model.scores(x))
+    with torch.autocast(x.device.type, enabled=False):
+        diff = recon - x
+        scores = {
+            "mse": diff.pow(2).flatten(1).mean(1),
+            "mae": diff.abs().flatten(1).mean(1),
+            "bce": F.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x, reduction="none").flatten(1).mean(1),
+            "ssim": 1 - ssim(recon.cpu(), x.cpu()),  # float64 inside: CPU, where every backend has it
+        }
+        if gaussian is not None:
+            scores["latent"] = gaussian.distance(z.flatten(1))
+        scores.update(model.scores(x))
     return {k: v.float().cpu() for k, v in scores.items()}, recon, z.float()
 
 
