@@ -142,9 +142,7 @@ def _read_with_pillow(data: bytes, path: Path, max_pixels: int = MAX_PIXELS) -> 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-            image = Image.open(io.BytesIO(data))
+        image = _open_with_pillow(data)
     except Image.DecompressionBombError:
         raise UnreadableImage(f"{path}: over Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
@@ -152,8 +150,10 @@ def _read_with_pillow(data: bytes, path: Path, max_pixels: int = MAX_PIXELS) -> 
     _check_pixels(path, *image.size, max_pixels)
     try:
         with image:
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(image, dtype=np.float32) / (65535.0 if "16" in image.mode else 2**31 - 1)
+            if image.mode.startswith("I"):
+                array = _integer_samples(data, image)
+            elif image.format == "PNG" and image.tile and image.tile[0][3] in _PNG16_COLOUR:
+                array = _png16_colour(data, image.tile[0][3]).astype(np.float32) / 65535
             else:
                 if image.mode not in ("L", "LA", "RGB", "RGBA"):
                     image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
@@ -162,6 +162,65 @@ def _read_with_pillow(data: bytes, path: Path, max_pixels: int = MAX_PIXELS) -> 
         raise UnreadableImage(f"{path}: {_pillow_reason(e)}") from None
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+
+
+def _open_with_pillow(data: bytes):
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+        return Image.open(io.BytesIO(data))
+
+
+def _integer_samples(data: bytes, image) -> np.ndarray:
+    """Pillow's integer modes to [0, 1] by the range the file stores, not by the mode.
+
+    Some Pillow versions open 16-bit grey PNGs as 32-bit mode "I", and dividing those by
+    2^31 - 1 leaves them nearly black; unsigned 32-bit TIFFs arrive wrapped into int32.
+    """
+    bits, signed = _sample_format(data, image)
+    array = np.asarray(image)
+    if bits == 32 and not signed:
+        array = array.view(np.uint32)
+    return np.clip(array.astype(np.float32) / (2 ** (bits - signed) - 1), 0, 1)
+
+
+def _sample_format(data: bytes, image) -> tuple[int, bool]:
+    """(bits per sample, signed) as the file stores them: the PNG header, TIFF's tags, else the mode."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data[24], False  # IHDR's bit depth; PNG samples are unsigned
+    if image.format == "TIFF":
+        bits, sample_format = image.tag_v2.get(258, 1), image.tag_v2.get(339, 1)  # BitsPerSample, SampleFormat
+        bits = bits[0] if isinstance(bits, tuple) else bits
+        sample_format = sample_format[0] if isinstance(sample_format, tuple) else sample_format
+        if bits in (16, 32):
+            return bits, sample_format == 2
+    return (16, False) if "16" in image.mode else (32, True)
+
+
+# Pillow has no 16-bit colour modes, so it keeps only the high byte of each sample of these PNGs.
+_PNG16_COLOUR = {"RGB;16B", "RGBA;16B", "LA;16B"}
+
+
+def _png16_colour(data: bytes, rawmode: str) -> np.ndarray:
+    """A 16-bit colour or grey+alpha PNG at full depth: (H, W, C) uint16.
+
+    Pillow's decoder reads the stream again with a raw mode of the same pixel size that
+    keeps the other byte of each sample: a little-endian one for RGB(A), while grey+alpha
+    read as 8-bit RGBA keeps all four bytes. Damaged data still raises, as Pillow does.
+    """
+    if rawmode == "LA;16B":
+        both = _decode_png_as(data, "RGBA")
+        high, low = both[..., 0::2], both[..., 1::2]
+    else:
+        high, low = _decode_png_as(data, rawmode), _decode_png_as(data, rawmode.replace("16B", "16L"))
+    return high.astype(np.uint16) << 8 | low
+
+
+def _decode_png_as(data: bytes, rawmode: str) -> np.ndarray:
+    with _open_with_pillow(data) as image:
+        image.tile = [(name, box, offset, rawmode) for name, box, offset, _ in image.tile]
+        return np.asarray(image)
 
 
 def _pillow_reason(e: Exception) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,21 +18,44 @@ from aecli.errors import OutputError
 
 
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """The process umask, read without setting it: os.umask can only set, and other threads see that."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022  # no /proc (macOS, Windows): the usual default
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable; without this a crash can bring the old file back."""
+    with contextlib.suppress(OSError):  # some filesystems (and Windows) cannot sync a directory
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextmanager
 def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO]:
-    """Write to a hidden temporary file beside `path`, fsync, then rename over it.
+    """Write to a hidden temporary file beside `path`, fsync, rename over it, fsync the directory.
 
     Readers see the old file or the whole new one, never a part; on any error, or a kill,
-    only the temporary file can be left, and a failed write removes it.
+    only the temporary file can be left, and a failed write removes it. As careful tools do,
+    an existing file keeps its mode, and a symlink is written through (it stays a link).
     """
     path = Path(path)
+    target = real(path)  # a link's (possibly dangling) destination; the temp file must sit beside it
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        if target.is_symlink():
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))  # a link loop: refuse it
+        try:
+            keep = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:
+            keep = 0o666 & ~_umask()  # mkstemp makes 0600; new outputs get the usual mode
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     try:
@@ -37,13 +63,14 @@ def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
-        os.replace(tmp, path)
+        os.chmod(tmp, keep)
+        os.replace(tmp, target)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
             raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
         raise
+    _fsync_directory(target.parent)
 
 
 def write_stdout(data: bytes) -> None:
