@@ -156,11 +156,13 @@ class _TrainCommand:
 
         return [
             inspect.Parameter("inputs", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Inputs),
-            option("out", Optional[Path], None, "-o", "--out", help="Model file to write (default: VARIANT.safetensors)."),
+            option("out", Optional[Path], None, "-o", "--out",
+                   help="Model file to write (default: VARIANT.safetensors)."),
             option("config", Optional[Path], None, "--config", exists=True, dir_okay=False,
                    help="YAML file of the settings below; flags override it."),
             option("print_config", bool, False, "--print-config", help="Print the resolved settings as YAML and exit."),
-            option("resume", bool, False, "--resume", help="Continue the run saved in --out (same settings, same result)."),
+            option("resume", bool, False, "--resume",
+                   help="Continue the run saved in --out (same settings, same result)."),
             option("preview", Optional[Path], None, "--preview", help="PNG grid of validation inputs and outputs."),
             option("plot", bool, False, "--plot",
                    help="Also draw train and validation loss per epoch to MODEL.loss.png (matplotlib)."),
@@ -188,6 +190,8 @@ class _TrainCommand:
         from aecli.ui import Messages, TrainProgress
 
         say = Messages(quiet)
+        for name in settings.ignored:
+            say.warn(f"--{name.replace('_', '-')} does not apply to --variant {settings.model.variant}: ignored")
         job = training.plan(settings, overrides, out, resume=resume, preview=preview, plot=plot)
         images = open_inputs(inputs or [], files_from, max_pixels, job.settings.train.skip_bad)
         if images.non_images:
@@ -711,13 +715,15 @@ def info(
       ae info dae.safetensors --json | jq .calibration.metrics.mse.p99
     """
     from aecli.io.modelfile import describe
-    from aecli.ui import model_table, print_json, print_table
+    from aecli.ui import Messages, model_table, print_json, print_table
 
     details = describe(model)
     if as_json:
         print_json(details)
     else:
         print_table(model_table(details))
+    for problem in details["problems"]:  # every other command refuses such a file
+        Messages().warn(problem)
 
 
 @command()

@@ -151,6 +151,7 @@ class Settings:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    ignored: tuple[str, ...] = ()  # flags given that belong to another variant
 
     def as_flat_dict(self) -> dict[str, Any]:
         return {**self.model.as_dict(), **self.train.as_dict()}
@@ -170,7 +171,8 @@ def default_widths(image_size: int, arch: str) -> list[int]:
 def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settings:
     """Declared defaults, the variant's defaults, the YAML file's keys, then the non-None flags.
 
-    Settings of another variant than the chosen one (a YAML file shared by several) are ignored.
+    A key set to null keeps its default. Settings of another variant than the chosen one (a YAML
+    file shared by several) are ignored; flags among them are listed in `ignored`.
     """
     from aecli.models.registry import objective_class
 
@@ -181,14 +183,13 @@ def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settin
     variant = values.get("variant") or "ae"
     objective_class(variant)  # an unknown variant is an error that lists the known ones
     declared = index([*model_settings(variant), *TRAIN_SETTINGS])
-    values = {k: v for k, v in values.items() if k in declared}
-    for name, value in values.items():
-        declared[name].check(value)
+    ignored = tuple(k for k, v in overrides.items() if v is not None and k not in declared)
+    values = {k: v for k, v in values.items() if k in declared and v is not None}  # null: the default
     defaults = variant_defaults(variant)
     model = ModelConfig(**{k: v for k, v in values.items() if declared[k].model})
     train = TrainConfig(**{**{k: v for k, v in defaults.items() if k in declared and not declared[k].model},
                            **{k: v for k, v in values.items() if not declared[k].model}})  # fmt: skip
-    settings = Settings(model, train)
+    settings = Settings(model, train, ignored)
     validate(settings)
     return settings
 

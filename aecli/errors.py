@@ -29,6 +29,10 @@ class MissingExtra(AecliError):
     """An option needs an optional package that is not installed; the message says how to get it."""
 
 
+class Diverged(AecliError):
+    """Training's loss stopped being a finite number; the message says what was kept."""
+
+
 class Interrupted(AecliError):
     """The user pressed Ctrl-C; the message says what was kept (exit 130, as shells expect)."""
 

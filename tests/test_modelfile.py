@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -64,3 +66,38 @@ def test_weights_that_do_not_match_the_config(model_path):
     _rewrite_metadata(model_path, model_config=json.dumps(config))
     with pytest.raises(modelfile.ModelFileError, match="weights do not match the model config"):
         modelfile.load(model_path)
+
+
+def _with_nan_weights(source: Path, target: Path) -> Path:
+    from safetensors import safe_open
+
+    with safe_open(source, framework="pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118
+    first = sorted(tensors)[0]
+    tensors[first] = tensors[first].clone().fill_(float("nan"))
+    save_file(tensors, target, metadata=metadata)
+    return target
+
+
+@pytest.mark.parametrize("command", ["score", "calibrate", "encode", "denoise"])
+def test_every_command_refuses_a_model_with_nan_weights_in_one_line(run, model_path, tmp_path, command):
+    bad = _with_nan_weights(model_path, tmp_path / "bad.safetensors")
+    np.save(tmp_path / "x.npy", np.zeros((2, 8, 8), np.uint8))
+    extra = {"denoise": ["-o", "out"], "encode": ["-o", "z.npy"]}.get(command, [])
+    result = run(command, "x.npy", "-m", bad, *extra)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "NaN or infinite" in result.stderr and "diverged" in result.stderr
+
+
+def test_info_shows_a_model_with_nan_weights_with_a_warning(run, model_path, tmp_path):
+    bad = _with_nan_weights(model_path, tmp_path / "bad.safetensors")
+    result = run("info", bad)
+    assert result.exit_code == 0 and "Warning:" in result.stderr and "NaN or infinite" in result.stderr
+
+
+def test_a_nan_calibration_is_refused(run, model_path, tmp_path):
+    nan = {"split": "validation", "metrics": {"mse": {"p99": float("nan")}}}
+    _rewrite_metadata(model_path, calibration=json.dumps(nan))
+    np.save(tmp_path / "x.npy", np.zeros((2, 8, 8), np.uint8))
+    result = run("score", "x.npy", "-m", model_path)
+    assert result.exit_code == 1 and "calibration holds NaN" in result.stderr

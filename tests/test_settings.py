@@ -81,6 +81,19 @@ def test_print_config_shows_the_variants_own_settings_and_not_the_others(run):
     assert denoising["arch"] == "unet" and denoising["epochs"] == 20 and "beta" not in denoising
 
 
+def test_a_null_key_keeps_its_default_and_another_variants_key_is_ignored(run, tmp_path):
+    (tmp_path / "c.yaml").write_text("variant: denoising\nepochs: null\nbeta: 0.5\n")
+    result = run("train", "--config", "c.yaml", "--print-config")
+    settings = yaml.safe_load(result.stdout)
+    assert result.exit_code == 0 and settings["epochs"] == 20 and "beta" not in settings
+
+
+def test_a_flag_of_another_variant_is_ignored_with_a_warning(run, npy_file):
+    result = run("train", npy_file, "--variant", "ae", "--sigma", "0.3", "--epochs", "1", "-o", "m.safetensors")
+    assert result.exit_code == 0 and "--sigma does not apply to --variant ae: ignored" in result.stderr
+    assert "sigma" not in run("info", "m.safetensors", "--json").stdout
+
+
 def test_an_unknown_key_is_an_error_that_names_it(run, tmp_path):
     (tmp_path / "c.yaml").write_text("variant: ae\nlatent_dims: 8\n")
     result = run("train", "sample", "--config", "c.yaml")

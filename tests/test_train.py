@@ -225,3 +225,14 @@ def test_info_shows_the_file_as_a_table_and_as_json(run, npy_file):
     assert data["training"]["epochs"] == 1
     assert data["calibration"]["metrics"]["mse"]["n"] >= 1
     assert data["resumable"] is True
+
+
+def test_a_diverging_run_stops_in_one_line_and_keeps_only_finite_epochs(run, npy_file, tmp_path):
+    args = ["train", npy_file, "--variant", "vae", "--lr", "1e6", "--lr-schedule", "constant", "--epochs", "4"]
+    result = run(*args, "-o", "m.safetensors")
+    assert result.exit_code == 1, result.stderr
+    assert result.stderr.startswith("Error: training diverged in epoch ") and result.stderr.count("\n") == 1
+    assert "lower --lr" in result.stderr
+    if (tmp_path / "m.safetensors").exists():  # the last finite epoch, loadable
+        kept = modelfile.load(tmp_path / "m.safetensors")
+        assert all(torch.isfinite(v).all() for v in kept.model.state_dict().values())

@@ -218,7 +218,8 @@ def denoise(
             if loaded.capabilities.any_size:  # fully convolutional: the whole image at once
                 outputs[n] = loaded(f)
             else:
-                outputs[n] = torch.stack([apply_tiled(loaded, piece, cfg.image_size, overlap, batch_size) for piece in f])
+                tiles = [apply_tiled(loaded, piece, cfg.image_size, overlap, batch_size) for piece in f]
+                outputs[n] = torch.stack(tiles)
         for n, (x, i) in enumerate(zip(inputs, batch.index.tolist())):
             yield Denoised(i, x, _unfit_channels(outputs[n], x.shape[0]))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,7 +191,46 @@ def describe(path: Path) -> dict[str, Any]:
             info[key] = json.loads(metadata[key]) if key in metadata else None
         except ValueError:
             raise ModelFileError(f"{path}: damaged aecli metadata ({key} is not JSON)") from None
+    info["problems"] = [*_non_finite_weights(path, _numpy_weights(path)), *_non_finite_metadata(path, info)]
     return info
+
+
+def _numpy_weights(path: Path) -> Iterator[tuple[str, Any]]:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="numpy") as f:
+        for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+            if not name.startswith(_OPTIM):
+                yield name, f.get_tensor(name)
+
+
+def _non_finite_weights(path: Path, weights: Iterable[tuple[str, Any]]) -> list[str]:
+    """A diverged training's weights: NaN or infinite values make every output and score NaN."""
+    import numpy as np
+
+    bad = [name for name, w in weights if not np.isfinite(np.asarray(w, dtype=np.float64)).all()]
+    if not bad:
+        return []
+    return [f"{path}: its weights hold NaN or infinite values ({', '.join(bad[:2])}); its training diverged"]
+
+
+def _non_finite_metadata(path: Path, extras: dict[str, Any]) -> list[str]:
+    """A NaN threshold flags nothing (`score > nan` is false), so a calibration must be finite."""
+    return [
+        f"{path}: its {key} holds NaN or infinite values; recalibrate it (ae calibrate) or retrain"
+        for key in ("calibration", "latent_stats")
+        if not _finite(extras.get(key))
+    ]
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def load(path: Path, with_optimizer: bool = False) -> ModelFile:
@@ -217,7 +257,11 @@ def load(path: Path, with_optimizer: bool = False) -> ModelFile:
             tensors = {k: f.get_tensor(k) for k in wanted}
     except Exception as e:
         raise ModelFileError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
-    model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(_OPTIM)})
+    weights = {k: v for k, v in tensors.items() if not k.startswith(_OPTIM)}
+    problems = [*_non_finite_weights(path, weights.items()), *_non_finite_metadata(path, extras)]
+    if problems:
+        raise ModelFileError(problems[0])
+    model.load_state_dict(weights)
     optimizer = None
     if with_optimizer and extras["optimizer"] is not None:
         optim_tensors = {k: v for k, v in tensors.items() if k.startswith(_OPTIM)}

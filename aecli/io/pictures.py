@@ -69,7 +69,9 @@ def grid_of(images: list[torch.Tensor], size: int | None = None) -> torch.Tensor
     return torch.stack([to_size(to_channels(x.float().cpu(), channels), size) for x in images])
 
 
-def write_numbered(batches: Iterable[torch.Tensor], count: int, out: Path | None, grid: Path | None, nrow: int = 8) -> int:
+def write_numbered(
+    batches: Iterable[torch.Tensor], count: int, out: Path | None, grid: Path | None, nrow: int = 8
+) -> int:
     """Images batch by batch as OUT/000000.png, 000001.png, ... and the first GRID_LIMIT in one grid."""
     width = max(6, len(str(count - 1)))
     shown, done = [], 0

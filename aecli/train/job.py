@@ -57,7 +57,9 @@ def run(
     job: Job, images: ImageSet, callbacks: Callbacks | None = None, stop: threading.Event | None = None
 ) -> modelfile.ModelFile:
     """Train, then draw the loss curves if asked; under torchrun rank 0 draws them."""
-    result = fit(images, job.settings, job.out, resume=job.previous, callbacks=callbacks, stop=stop, preview=job.preview)
+    result = fit(
+        images, job.settings, job.out, resume=job.previous, callbacks=callbacks, stop=stop, preview=job.preview
+    )
     if job.loss_plot and distributed.leader():
         from aecli.report import plots
 

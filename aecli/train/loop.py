@@ -46,6 +46,7 @@ def fit(
         for epoch in range(run.epoch, tc.epochs):
             train_loss = train_epoch(run, epoch, stop)
             val_loss = validation_loss(run)
+            run.refuse_divergence(epoch, None, val_loss, "validation")
             run.history.end_epoch(train_loss, val_loss)
             if epoch + 1 == tc.epochs:
                 run.latent_stats, run.calibration = calibrate(run)
@@ -99,6 +100,7 @@ def train_epoch(run: Run, epoch: int, stop: threading.Event | None) -> float:
         count += n
         run.history.images_seen += n
         run.history.skipped_images += skipped
+        run.refuse_divergence(epoch, step, mean, "training")
         if n:
             cb.step(epoch, step, mean, n)
         stopping = asked if distributed.active() else stop is not None and stop.is_set()  # asked during step()

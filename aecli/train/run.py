@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from aecli import distributed, runtime
 from aecli.config import ModelConfig, Settings, TrainConfig
 from aecli.data import ImageSet, stream
 from aecli.data.patches import Patches
-from aecli.errors import UsageError
+from aecli.errors import Diverged, UsageError
 from aecli.io import modelfile
 
 
@@ -160,7 +161,9 @@ class Run:
         self.history = History(**{k: v for k, v in resume.training.items() if k in known})
         self.history.interrupted_at = None
         if self.epoch >= self.tc.epochs:
-            raise UsageError(f"{resume.path} is already trained for {self.epoch} epochs; pass a larger --epochs to go on")
+            raise UsageError(
+                f"{resume.path} is already trained for {self.epoch} epochs; pass a larger --epochs to go on"
+            )
 
     @property
     def per_process(self) -> int:
@@ -193,6 +196,24 @@ class Run:
         for message in fresh:
             self.callbacks.skipped(message)
         return len(fresh)
+
+    def refuse_divergence(self, epoch: int, step: int | None, loss: float | None, which: str) -> None:
+        """A loss that is not finite stops the run before anything is saved from it.
+
+        The weights are already ruined by then (NaN spreads through every later step), and a
+        NaN threshold would flag nothing: `score > nan` is always false.
+        """
+        if loss is None or math.isfinite(loss):
+            return
+        where = f"epoch {epoch + 1}" + (f", step {step + 1}" if step is not None else "")
+        kept = (
+            f"{self.out} keeps epoch {self.history.epochs}, the last finite one" if self.history.epochs
+            else "no model file was written"
+        )  # fmt: skip
+        raise Diverged(
+            f"training diverged in {where}: the {which} loss is {loss}; {kept}. "
+            f"Try a lower --lr (this run: {self.tc.lr:g})"
+        )
 
     def stand_in(self) -> torch.Tensor:
         """Blank images for a process whose whole batch failed to load: DDP needs every process to step."""
