@@ -192,7 +192,7 @@ class _TrainCommand:
         say = Messages(quiet)
         for name in settings.ignored:
             say.warn(f"--{name.replace('_', '-')} does not apply to --variant {settings.model.variant}: ignored")
-        job = training.plan(settings, overrides, out, resume=resume, preview=preview, plot=plot)
+        job = training.plan(settings, overrides, out, resume=resume, preview=preview, plot=plot, config_file=config)
         images = open_inputs(inputs or [], files_from, max_pixels, job.settings.train.skip_bad)
         if images.non_images:
             say.info(f"skipped {images.non_images} non-image file(s)")
@@ -637,6 +637,8 @@ def score(
         write_records(records, "csv" if fmt == "table" else fmt, out)
     n, flagged = len(result.flagged), int(result.flagged.sum())
     say.info(f"{result.metric} threshold {result.threshold.value:.6g} ({result.threshold.how})")
+    if result.threshold.caveat:
+        say.warn(result.threshold.caveat)
     say.info(f"flagged {flagged} of {n} images ({flagged / max(n, 1):.1%})")
     if result.evaluation is not None:
         print_evaluation(result.evaluation, result.threshold.value)
@@ -696,7 +698,7 @@ def calibrate(
     scores = gathered(local)
     if len(scores.index) < 2:
         raise InputError(f"calibration needs at least 2 readable images, got {len(scores.index)}")
-    record = {**calibration.record(scores.values, "calibration"), "source": images.description}
+    record = {**calibration.record(scores.values, "calibration", loaded.device.type), "source": images.description}
     modelfile.replace_calibration(model, record, out)
     p99 = record["metrics"]["mse"]["p99"]
     say.info(f"calibrated {out or model} on {len(scores.index)} images ({images.description}); mse p99 {p99:.6g}")

@@ -167,6 +167,13 @@ def model_table(info: dict[str, Any]) -> Table:
         table.add_row("trained on", str(training.get("device")))
     calibration = info.get("calibration")
     if calibration:
+        n = max(stats["n"] for stats in calibration["metrics"].values())
+        table.add_row(
+            "calibration",
+            f"{calibration['split']}, {n} images: --fpr resolves in steps of {1 / max(n, 1):.2g}"
+            + (f", and below {10 / n:.2g} rests on fewer than 10 of them" if n > 10 else "")
+            + (f"; on {calibration['device']} in {calibration['precision']}" if "device" in calibration else ""),
+        )
         for name, stats in calibration["metrics"].items():
             table.add_row(
                 f"calibration {name}",

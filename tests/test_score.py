@@ -229,3 +229,28 @@ def test_the_default_metric_is_combined_and_falls_back_to_mse_without_latent_sta
         save_file({k: f.get_tensor(k) for k in f.keys()}, tmp_path / "nolat.safetensors", metadata=metadata)  # noqa: SIM118
     result = run("score", mvtec, "-m", tmp_path / "nolat.safetensors")
     assert result.exit_code == 0 and result.stderr.startswith("mse threshold")
+
+
+def test_scores_and_decisions_do_not_depend_on_autocast(run, tmp_path, monkeypatch):
+    """bf16 autocast on the CPU stands in for CUDA's: calibration and scores must not move with it."""
+    import contextlib
+
+    import torch
+
+    assert run("train", "sample:class=7", "--epochs", "2", "-q", "-o", "s.safetensors").exit_code == 0
+    plain = run("score", "sample:test", "-m", "s.safetensors", "--metric", "latent", "--format", "csv", "-q")
+    monkeypatch.setattr("aecli.runtime.autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    bf16 = run("score", "sample:test", "-m", "s.safetensors", "--metric", "latent", "--format", "csv", "-q")
+    monkeypatch.setattr("aecli.runtime.autocast", lambda device: contextlib.nullcontext())
+    assert plain.exit_code == bf16.exit_code == 0
+    assert plain.stdout == bf16.stdout  # every score and decision, to the printed digit
+
+
+def test_a_threshold_on_too_few_calibration_images_says_so(run, models, tmp_path):
+    np.save(tmp_path / "x.npy", blobs(4))
+    result = run("score", "x.npy", "-m", models["ae"], "--metric", "mse", "--fpr", "0.01")
+    n = modelfile.load(models["ae"]).calibration["metrics"]["mse"]["n"]
+    assert result.exit_code == 0
+    assert f"Warning: --fpr 0.01 on {n} calibration images: the threshold rests on the top 1" in result.stderr
+    assert f"steps of {1 / n:.2g}" in result.stderr
+    assert f"{n} images: --fpr resolves in steps of {1 / n:.2g}" in " ".join(run("info", models["ae"]).stdout.split())

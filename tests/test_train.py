@@ -138,9 +138,11 @@ def test_a_stop_mid_epoch_saves_and_resume_matches_the_whole_run(tmp_path):
     cut = modelfile.load(tmp_path / "cut.safetensors", with_optimizer=True)
     assert cut.optimizer["position"] == {"epoch": 1, "step": 3}
     assert not cut.training["complete"]
+    assert cut.calibration is None and cut.latent_stats is None  # calibration comes after the last epoch
     resumed = fit(images, settings, tmp_path / "cut.safetensors", resume=cut)
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.latent_stats == whole.latent_stats and resumed.latent_stats["split"] == "train"
 
 
 def test_ctrl_c_saves_exits_130_and_resume_matches_the_uninterrupted_run(run, tmp_path):
@@ -236,3 +238,29 @@ def test_a_diverging_run_stops_in_one_line_and_keeps_only_finite_epochs(run, npy
     if (tmp_path / "m.safetensors").exists():  # the last finite epoch, loadable
         kept = modelfile.load(tmp_path / "m.safetensors")
         assert all(torch.isfinite(v).all() for v in kept.model.state_dict().values())
+
+
+def test_resume_refuses_a_config_file_it_would_ignore(run, npy_file, tmp_path):
+    assert run("train", npy_file, *FAST, "-o", "m.safetensors").exit_code == 0
+    (tmp_path / "c.yaml").write_text("latent_dim: 8\n")
+    result = run("train", npy_file, "--resume", "--config", "c.yaml", "--epochs", "2", "-o", "m.safetensors")
+    assert result.exit_code == 2 and "--config c.yaml would be ignored" in result.stderr
+
+
+def test_raising_epochs_on_resume_adds_a_cosine_cycle_and_keeps_the_first():
+    from aecli.config import TrainConfig
+    from aecli.train import learning_rate
+
+    tc, spe = TrainConfig(lr=1.0), 10
+    first = [learning_rate(tc, [2], e, s, spe) for e in range(2) for s in range(spe)]
+    extended = [learning_rate(tc, [2, 3], e, s, spe) for e in range(3) for s in range(spe)]
+    assert extended[:20] == first  # the epochs already planned keep their schedule
+    assert extended[20] == 1.0 and extended[29] < 0.05  # a warm restart: peak, then decay to about 0
+    assert all(a >= b for a, b in zip(extended[20:], extended[21:30]))
+
+
+def test_resume_with_more_epochs_records_the_new_cycle(run, npy_file):
+    args = ["train", npy_file, "--batch-size", "8", "-q", "-o", "m.safetensors"]
+    assert run(*args, "--epochs", "1").exit_code == 0
+    assert run(*args, "--epochs", "2", "--resume").exit_code == 0
+    assert modelfile.load("m.safetensors").training["cycles"] == [1, 2]

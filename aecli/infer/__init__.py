@@ -127,22 +127,20 @@ def encode(
 ) -> Latents:  # fmt: skip
     """Latent vectors of every image; a VAE gives its posterior mean, or a draw with sample=True.
 
+    A draw is seeded per image from (seed, its position in `images`), as add_noise is, so an image
+    gets the same draw whatever the batch size, the images skipped before it or the process count.
     Under torchrun each process encodes its block of the batches; distributed.gathered joins them.
     """
     vectors, index, skipped = [], [], 0
-    generator = torch.Generator().manual_seed(seed)
     stream_options = dict(batch_size=batch_size, workers=workers, resize=resize, strict=strict, progress=progress)
-    if sample and distributed.active():  # skip the noise earlier processes draw, so rows match one process
-        everything = batch_indices(np.arange(len(images)), batch_size)
-        for earlier in everything[: distributed.first_batch(len(everything))]:
-            torch.randn((len(earlier), *loaded.capabilities.latent_shape), generator=generator)
     for batch in batches(loaded, images, **stream_options):
         skipped += len(batch.skipped)
         if not len(batch.index):
             continue
         x = runtime.to_device(batch.pixels, loaded.device)
+        noise = torch.stack([_draw(loaded.capabilities.latent_shape, seed, i) for i in batch.index]) if sample else None
         with runtime.autocast(loaded.device):
-            z = loaded.model.encode(x, generator if sample else None)
+            z = loaded.model.encode(x, noise)
         vectors.append(z.float().flatten(1).cpu().numpy())
         index.append(batch.index.numpy())
     width = math.prod(loaded.capabilities.latent_shape)
@@ -150,6 +148,11 @@ def encode(
     where = np.concatenate(index) if index else np.empty(0, np.int64)
     sources = [images.name(int(i)) for i in where]
     return Latents(rows.astype(np.float32), where, sources, skipped, loaded.capabilities.latent_shape)
+
+
+def _draw(shape: tuple[int, ...], seed: int, index: int) -> torch.Tensor:
+    """Image `index`'s standard normal draw, a function of the seed and the index alone."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(runtime.step_seed(seed, 0, int(index))))
 
 
 @torch.no_grad()

@@ -56,9 +56,10 @@ class Autoencoder(nn.Module):
         """One training step's named loss terms; "loss" is the one to minimise."""
         return self.objective.loss(self, batch)
 
-    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One latent per image, float32: (B, latent_dim), or (B, C, h, w) without a bottleneck."""
-        return self.objective.encode(self, x, generator).float()
+    def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One latent per image, float32: (B, latent_dim), or (B, C, h, w) without a bottleneck;
+        with standard normal `noise` of that shape, a stochastic model's draw (a VAE's)."""
+        return self.objective.encode(self, x, noise).float()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Pixels in [0, 1] from latents alone (where capabilities.decode: not a unet's decoder)."""

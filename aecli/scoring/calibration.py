@@ -45,10 +45,12 @@ def summarize(scores: np.ndarray) -> dict[str, Any]:
     }
 
 
-def record(values: dict[str, np.ndarray], split: str) -> dict[str, Any]:
-    """The calibration record of every metric's scores on normal images, `combined` included."""
+def record(values: dict[str, np.ndarray], split: str, device: str = "cpu") -> dict[str, Any]:
+    """The calibration record of every metric's scores on normal images, `combined` included,
+    and where they were computed (scores are float32 on every device: see scores.image_scores)."""
     raw = {k: v for k, v in values.items() if k != "combined"}
-    result = {"split": split, "metrics": {name: summarize(v) for name, v in raw.items()}}
+    result = {"split": split, "device": device, "precision": "float32", "metrics": {}}
+    result["metrics"] = {name: summarize(v) for name, v in raw.items()}
     add_combined(raw, result)  # standardised by the record just made
     if "combined" in raw:
         result["metrics"]["combined"] = summarize(raw["combined"])
@@ -75,12 +77,12 @@ def thin(rows: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def latents_of(model, device: torch.device, batches: Iterable[Batch]) -> list[np.ndarray]:
-    """Each batch's latents, one flat row per image (model in eval mode)."""
+    """Each batch's latents, one flat row per image (model in eval mode), in float32 as scores are."""
     rows = []
     for batch in batches:
         if len(batch.pixels):
-            with runtime.autocast(device):
-                rows.append(model.encode(runtime.to_device(batch.pixels, device)).float().flatten(1).cpu().numpy())
+            with torch.autocast(device.type, enabled=False):
+                rows.append(model.encode(runtime.to_device(batch.pixels, device)).flatten(1).cpu().numpy())
     return rows
 
 
@@ -93,8 +95,7 @@ def scores_of(
     values: dict[str, list[np.ndarray]] = {}
     for batch in batches:
         if len(batch.pixels):
-            with runtime.autocast(device):
-                raw, _, _ = image_scores(model, runtime.to_device(batch.pixels, device), gaussian)
+            raw, _, _ = image_scores(model, runtime.to_device(batch.pixels, device), gaussian)
             for name, v in raw.items():
                 values.setdefault(name, []).append(v.numpy())
     return values

@@ -53,12 +53,13 @@ def image_scores(
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Every raw metric for a batch (CPU tensors of shape (B,)), the reconstruction and the latent.
 
-    The forward pass runs under the caller's autocast; the metrics themselves in float32 (CUDA's
-    autocast refuses binary_cross_entropy, and bf16 would blur small score differences).
+    All in float32, the forward pass included, whatever autocast the caller runs under: a
+    threshold calibrated on one device must mean the same on another, and bf16's rounding moves
+    latent distances enough to flip decisions (tests/test_score.py measures it).
     """
-    recon, z = model.analyse(x)
-    recon, x = recon.float(), x.float()
     with torch.autocast(x.device.type, enabled=False):
+        recon, z = model.analyse(x.float())
+        recon, x = recon.float(), x.float()
         diff = recon - x
         scores = {
             "mse": diff.pow(2).flatten(1).mean(1),
@@ -142,8 +143,7 @@ def score_batches(
             yield batch, {}, torch.empty(0)
             continue
         x = runtime.to_device(batch.pixels, loaded.device)
-        with runtime.autocast(loaded.device):
-            raw, recon, _ = image_scores(loaded.model, x, gaussian)
+        raw, recon, _ = image_scores(loaded.model, x, gaussian)
         yield batch, raw, recon.cpu()
 
 

@@ -23,10 +23,14 @@ from aecli.errors import UsageError
 MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution times this is its standard deviation
 
 
+TOO_FEW_TAIL = 10  # fewer calibration images than this above the threshold: it is one of a handful of scores
+
+
 @dataclass
 class Threshold:
     value: float
     how: str  # one sentence for the summary on stderr
+    caveat: str | None = None  # what the user should know before trusting it, for a warning
 
 
 def parse(spec: str) -> str | float:
@@ -67,10 +71,12 @@ def choose(
     if stats:
         quantiles = np.asarray(stats["quantiles"], dtype=np.float64)
         value = float(np.interp(1 - fpr, np.linspace(0, 1, len(quantiles)), quantiles))
+        n = stats["n"]
         return Threshold(
             value,
-            f"auto: {metric} at false-positive rate {fpr:g} on {stats['n']} {calibration['split']} images "
+            f"auto: {metric} at false-positive rate {fpr:g} on {n} {calibration['split']} images "
             f"(the model file's calibration)",
+            _thin_tail(n, fpr),
         )
     if not len(scores):
         return Threshold(float("inf"), "auto: nothing scored")
@@ -81,4 +87,17 @@ def choose(
         median + k * mad,
         f"auto without calibration for {metric} in the model file: median + {k:.2f}·MAD of the "
         f"{len(scores)} scored images (false-positive rate {fpr:g} if they are mostly normal)",
+    )
+
+
+def _thin_tail(n: int, fpr: float) -> str | None:
+    """On n calibration images a false-positive rate is only resolved in steps of 1/n, and at
+    n·fpr < 10 the threshold rests on the few highest scores: say so instead of implying precision."""
+    if n * fpr >= TOO_FEW_TAIL:
+        return None
+    top = max(1, round(n * fpr))
+    return (
+        f"--fpr {fpr:g} on {n} calibration images: the threshold rests on the top {top} score(s), and "
+        f"false-positive rates resolve only in steps of {1 / max(n, 1):.2g}; calibrate on at least "
+        f"{int(np.ceil(TOO_FEW_TAIL / fpr))} normal images (ae calibrate)"
     )

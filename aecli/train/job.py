@@ -14,6 +14,7 @@ from typing import Any
 from aecli import distributed
 from aecli.config import Settings
 from aecli.data import ImageSet
+from aecli.errors import UsageError
 from aecli.io import modelfile
 from aecli.io.files import check_writable
 from aecli.train.loop import fit
@@ -33,9 +34,14 @@ class Job:
 
 def plan(
     settings: Settings, overrides: dict[str, Any], out: Path | None = None, *, resume: bool = False,
-    preview: Path | None = None, plot: bool = False,
+    preview: Path | None = None, plot: bool = False, config_file: Path | None = None,
 ) -> Job:  # fmt: skip
     """Check the outputs (and, with resume, that flags agree with the stored run) before any work."""
+    if resume and config_file is not None:
+        raise UsageError(
+            f"--resume continues a run with the settings stored in its file; --config {config_file} would be "
+            "ignored: leave it out"
+        )
     out = out or Path(f"{settings.model.variant}.safetensors")
     job = Job(settings, out, preview=preview)
     if plot:

@@ -81,10 +81,10 @@ def train_epoch(run: Run, epoch: int, stop: threading.Event | None) -> float:
         loss = None
         if n or distributed.active():  # under DDP every process takes every step, loaded or not
             for group in run.optimizer.param_groups:
-                group["lr"] = learning_rate(tc, epoch * run.steps_per_epoch + step, tc.epochs * run.steps_per_epoch)
+                group["lr"] = learning_rate(tc, run.history.cycles, epoch, step, run.steps_per_epoch)
             x = runtime.to_device(batch.pixels, device) if n else run.stand_in()
             torch.manual_seed(distributed.process_seed(runtime.step_seed(tc.seed, epoch, step + 1)))
-            with runtime.autocast(device):
+            with runtime.autocast(device), run.frozen_statistics(blank=not n):
                 loss = run.step_loss({"images": x, "index": batch.index})["loss"]
                 loss = loss if n else loss * 0  # a stand-in adds nothing
             run.optimizer.zero_grad(set_to_none=True)
@@ -154,22 +154,28 @@ def calibrate(run: Run):
     if not values:
         return latents, None
     split = "validation" if len(run.split.val) else "train"
-    return latents, calibration.record({k: np.concatenate(v) for k, v in values.items()}, split)
+    scores = {k: np.concatenate(v) for k, v in values.items()}
+    return latents, calibration.record(scores, split, run.device.type)
 
 
 def _shard(rows: np.ndarray, tc: TrainConfig) -> list[np.ndarray]:
     return distributed.shard_batches(batch_indices(rows, tc.batch_size))
 
 
-def learning_rate(tc: TrainConfig, step: int, total: int) -> float:
-    """Peak `lr` after a linear warm-up over 5 % of the steps, then a cosine decay to zero.
+def learning_rate(tc: TrainConfig, cycles: list[int], epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Peak `lr` after a linear warm-up over 5 % of a cycle's steps, then a cosine decay to zero.
 
-    A function of the step alone, so a resumed run follows the same curve.
+    A cycle runs from one planned end to the next: a run planned for 10 epochs is one cycle, and
+    `--resume --epochs 15` adds a second over epochs 10-15 (a warm restart, as in SGDR) instead of
+    stretching the first, which would throw the learning rate back up from near zero in mid-decay.
+    A function of the position alone, so a resumed run follows the same curve.
     """
     if tc.lr_schedule == "constant":
         return tc.lr
+    end = next((e for e in cycles if epoch < e), cycles[-1])
+    start = max([e for e in cycles if e < end], default=0)
+    at, total = (epoch - start) * steps_per_epoch + step, (end - start) * steps_per_epoch
     warmup = max(1, total // 20)
-    if step < warmup:
-        return tc.lr * (step + 1) / warmup
-    return tc.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
+    if at < warmup:
+        return tc.lr * (at + 1) / warmup
+    return tc.lr * 0.5 * (1 + math.cos(math.pi * (at - warmup) / max(1, total - warmup)))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm  # BatchNorm1d/2d/3d and SyncBatchNorm
 
 from aecli import distributed, runtime
 from aecli.config import ModelConfig, Settings, TrainConfig
@@ -63,6 +65,7 @@ class History:
     images_seen: int = 0
     skipped_images: int = 0
     interrupted_at: dict[str, int] | None = None
+    cycles: list[int] = field(default_factory=list)  # where each learning-rate cycle ends (loop.learning_rate)
 
     def end_epoch(self, train_loss: float, val_loss: float | None) -> None:
         self.epochs += 1
@@ -143,6 +146,7 @@ class Run:
             run.resume_from(resume)
         else:
             history.skipped_images += len(refused)
+            history.cycles = [tc.epochs]
         run.step_loss = distributed.training_loss(run.model, device)  # after resuming: DDP copies rank 0's weights
         run.callbacks.start(tc.epochs, run.steps_per_epoch, run.epoch, run.first_step)
         for message in refused:
@@ -160,6 +164,8 @@ class Run:
         known = {f.name for f in dataclasses.fields(History)}
         self.history = History(**{k: v for k, v in resume.training.items() if k in known})
         self.history.interrupted_at = None
+        cycles = self.history.cycles or [resume.training.get("epochs_planned", self.tc.epochs)]  # older files: one
+        self.history.cycles = cycles + ([self.tc.epochs] if self.tc.epochs > cycles[-1] else [])
         if self.epoch >= self.tc.epochs:
             raise UsageError(
                 f"{resume.path} is already trained for {self.epoch} epochs; pass a larger --epochs to go on"
@@ -219,6 +225,22 @@ class Run:
         """Blank images for a process whose whole batch failed to load: DDP needs every process to step."""
         c, s = self.config.channels, self.config.image_size
         return torch.zeros(2, c, s, s, device=self.device)
+
+    @contextmanager
+    def frozen_statistics(self, blank: bool) -> Iterator[None]:
+        """BatchNorm in eval mode while a blank stand-in goes through the model (blank=True).
+
+        In training mode it would fold the blanks into its running statistics (a variance pulled
+        towards zero), and those of rank 0 are the ones every process validates with and saves.
+        """
+        norms = [m for m in self.model.modules() if blank and isinstance(m, _BatchNorm) and m.training]
+        for norm in norms:
+            norm.eval()
+        try:
+            yield
+        finally:
+            for norm in norms:
+                norm.train()
 
     def save(self, position: dict[str, int]) -> None:
         """The model file as it stands, with Adam's state and where training is (rank 0 writes)."""

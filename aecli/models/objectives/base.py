@@ -51,8 +51,9 @@ class Objective:
         """The latent reconstructions use, and the backbone's skip features (a unet's)."""
         return model.net.encode(x)
 
-    def encode(self, model: Autoencoder, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One latent per image; a stochastic objective draws one with `generator`, else its mean."""
+    def encode(self, model: Autoencoder, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One latent per image. `noise` (standard normal, one latent's shape per image) lets a
+        stochastic objective draw from its posterior; the others give their latent as it is."""
         return self.latent(model, x)[0]
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:

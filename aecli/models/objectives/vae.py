@@ -26,14 +26,14 @@ class VAE(Objective):
         mu, _, skips = self.posterior(model, x)
         return mu, skips
 
-    def encode(self, model, x, generator=None):
-        """The posterior mean; with a generator, a draw from q(z|x)."""
+    def encode(self, model, x, noise=None):
+        """The posterior mean; with standard normal `noise`, a draw from q(z|x)."""
         import torch
 
         mu, logvar, _ = self.posterior(model, x)
-        if generator is None:
+        if noise is None:
             return mu
-        return mu + torch.randn(mu.shape, generator=generator).to(mu.device) * torch.exp(0.5 * logvar)
+        return mu + noise.to(mu.device) * torch.exp(0.5 * logvar)
 
     def terms(self, model, x, sample: bool):
         """Per image: the summed pixel loss and the KL(q(z|x) || N(0, I)); z drawn, or the mean."""
