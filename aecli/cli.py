@@ -244,6 +244,15 @@ Grid = Annotated[
 ]
 Nrow = Annotated[int, typer.Option("--nrow", min=1, help="Images per row in --grid.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random draw: same seed, same output.")]
+Tiles = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--tiles/--resize",
+        help="Score images in model-sized tiles at their own resolution (the highest tile score), "
+        "or resized to the model's size.",
+        show_default="tiles for models trained with --patch-size, else resize",
+    ),
+]
 
 
 def _outputs(*paths: Optional[Path]) -> None:
@@ -328,6 +337,9 @@ def encode(
     _outputs(target, index, plot)
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
     loaded = infer.load_model(model, device)
+    if loaded.tiling() is not None:  # a patch model: say what happens to larger images
+        size = loaded.config.image_size
+        say.warn(f"{model} was trained on {size}x{size} patches: each image is resized to {size}x{size} to encode it")
     with StreamProgress(say, "encode", images.refused) as progress:
         local = infer.encode(
             loaded, images, batch_size=batch_size, workers=workers, sample=sample, seed=seed,
@@ -575,6 +587,7 @@ def score(
             "--labels", help="Evaluate: folders (good/ or normal/ is normal), class=K (dataset labels), or FILE.csv."
         ),
     ] = None,
+    tiles: Tiles = None,
     batch_size: BatchSize = 256,
     device: Device = None,
     workers: Workers = None,
@@ -624,7 +637,7 @@ def score(
     loaded = infer.load_model(model, device)
     if loaded.capabilities.skips:
         say.warn(f"{model} is a unet: its skip connections reconstruct anomalies too; --arch conv models score better")
-    options = dict(batch_size=batch_size, workers=workers, strict=not skip_bad)
+    options = dict(batch_size=batch_size, workers=workers, strict=not skip_bad, tiles=tiles)
     with StreamProgress(say, "score", images.refused) as progress:
         local = scores.score(loaded, images, progress=progress, **options)
     result = scores.assess(
@@ -662,6 +675,7 @@ def calibrate(
     out: Annotated[
         Optional[Path], typer.Option("-o", "--out", help="Write a calibrated copy here instead of updating MODEL.")
     ] = None,
+    tiles: Tiles = None,
     batch_size: BatchSize = 256,
     device: Device = None,
     workers: Workers = None,
@@ -694,7 +708,9 @@ def calibrate(
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
     loaded = infer.load_model(model, device)
     with StreamProgress(say, "calibrate", images.refused) as progress:
-        local = score(loaded, images, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress)
+        local = score(
+            loaded, images, batch_size=batch_size, workers=workers, strict=not skip_bad, tiles=tiles, progress=progress
+        )
     scores = gathered(local)
     if len(scores.index) < 2:
         raise InputError(f"calibration needs at least 2 readable images, got {len(scores.index)}")

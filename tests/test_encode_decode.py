@@ -194,3 +194,10 @@ def test_a_fully_convolutional_denoiser_cleans_a_larger_image_whole(run, npy_fil
     direct = model(torch.as_tensor(big, dtype=torch.float32)[None, None] / 255)[0, 0]
     assert written.shape == (40, 56)
     assert np.abs(written.astype(int) - np.round(direct.numpy() * 255).astype(int)).max() <= 1  # no tiles
+
+
+def test_encoding_with_a_patch_model_says_that_images_are_resized(run, npy_file):
+    args = ["--patch-size", "8", "--patches-per-image", "2", "--epochs", "1", "-q", "-o", "p.safetensors"]
+    assert run("train", npy_file, *args).exit_code == 0
+    result = run("encode", npy_file, "-m", "p.safetensors", "-o", "z.npy")
+    assert result.exit_code == 0 and "trained on 8x8 patches: each image is resized to 8x8" in result.stderr

@@ -254,3 +254,33 @@ def test_a_threshold_on_too_few_calibration_images_says_so(run, models, tmp_path
     assert f"Warning: --fpr 0.01 on {n} calibration images: the threshold rests on the top 1" in result.stderr
     assert f"steps of {1 / n:.2g}" in result.stderr
     assert f"{n} images: --fpr resolves in steps of {1 / n:.2g}" in " ".join(run("info", models["ae"]).stdout.split())
+
+
+def test_a_patch_model_scores_larger_images_in_tiles_at_their_own_resolution(run, tmp_path):
+    import torch
+
+    from aecli import infer
+    from aecli.data.images import read_image
+    from tests.conftest import write_pngs
+
+    write_pngs(tmp_path / "big", blobs(12, size=48, seed=1))
+    args = ["--patch-size", "16", "--patches-per-image", "8", "--val-split", "0.25", "--epochs", "1", "-q"]
+    assert run("train", "big", *args, "-o", "p.safetensors").exit_code == 0
+    loaded = infer.load_model(tmp_path / "p.safetensors", "cpu")
+    assert loaded.file.calibration["metrics"]["mse"]["n"] == 3  # whole held-out images, scored as below
+
+    common = ["score", "big", "-m", "p.safetensors", "--metric", "mse", "--format", "csv"]
+    tiled = run(*common, "--maps", "maps", "--maps-all")
+    rows = [line.split(",") for line in tiled.stdout.splitlines()[1:]]
+    assert tiled.exit_code == 0 and len(rows) == 12
+    with torch.no_grad():
+        for path, score, *_ in rows:
+            x = read_image(tmp_path / path)
+            tiles = torch.stack([x[:, y : y + 16, c : c + 16] for y in (0, 16, 32) for c in (0, 16, 32)])
+            per_tile = (loaded.model(tiles) - tiles).pow(2).flatten(1).mean(1)
+            assert float(score) == pytest.approx(float(per_tile.max()), rel=1e-5)  # the worst tile
+    maps = sorted((tmp_path / "maps").rglob("*.png"))
+    assert maps and all(Image.open(m).height == 3 * 48 for m in maps)  # stitched at 48x48, shown 3x
+
+    resized = run(*common, "--resize")
+    assert resized.exit_code == 0 and resized.stdout != tiled.stdout  # squashed to 16x16: a choice, not a default

@@ -57,6 +57,16 @@ class Loaded:
         """What the model can do (models.model.Capabilities): commands ask this, not its name."""
         return self.model.capabilities
 
+    def tiling(self, tiles: bool | None = None, batch_size: int = 256):
+        """How scoring fits images to the model: None (resized to its size), or a Tiling (model-sized
+        tiles at native resolution). tiles=None: tiles where the model was trained on patches."""
+        from aecli.scoring.scores import Tiling
+
+        patches = bool(self.file.train_config and self.file.train_config.patch_size)
+        if tiles is False or (tiles is None and not patches):
+            return None
+        return Tiling(self.config.image_size, self.config.channels, batch_size)
+
     def require_decoder(self) -> None:
         """Decoding a bare latent needs a decoder that runs from the latent alone (not a unet's)."""
         if not self.capabilities.decode:

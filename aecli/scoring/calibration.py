@@ -19,7 +19,7 @@ import torch
 
 from aecli import runtime
 from aecli.data import Batch
-from aecli.scoring.scores import LatentGaussian, add_combined, image_scores
+from aecli.scoring.scores import LatentGaussian, Tiling, add_combined, batch_scores
 
 QUANTILE_POINTS = 1001  # the quantile function at 0, 0.1 %, ..., 100 %: any --fpr down to 0.001
 
@@ -88,14 +88,16 @@ def latents_of(model, device: torch.device, batches: Iterable[Batch]) -> list[np
 
 @torch.no_grad()
 def scores_of(
-    model, device: torch.device, batches: Iterable[Batch], latents: dict[str, Any] | None
-) -> dict[str, list[np.ndarray]]:
-    """Every metric's raw scores, batch by batch; `latent` measured to the `latents` Gaussian."""
+    model, device: torch.device, batches: Iterable[Batch], latents: dict[str, Any] | None,
+    tiling: Tiling | None = None,
+) -> dict[str, list[np.ndarray]]:  # fmt: skip
+    """Every metric's raw scores, batch by batch, as `ae score` computes them (in tiles with a
+    tiling); `latent` measured to the `latents` Gaussian."""
     gaussian = LatentGaussian(latents) if latents else None
     values: dict[str, list[np.ndarray]] = {}
     for batch in batches:
         if len(batch.pixels):
-            raw, _, _ = image_scores(model, runtime.to_device(batch.pixels, device), gaussian)
+            raw, _, _ = batch_scores(model, device, batch.pixels, gaussian, tiling)
             for name, v in raw.items():
                 values.setdefault(name, []).append(v.numpy())
     return values

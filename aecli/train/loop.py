@@ -125,7 +125,7 @@ def validation_loss(run: Run) -> float | None:
     run.model.eval()
     torch.manual_seed(runtime.step_seed(run.tc.seed, -1, 0))
     losses, count = [], 0
-    for batch in run.stream(distributed.shard_batches(batch_indices(run.split.val, run.tc.batch_size))):
+    for batch in run.stream(run.blocks(run.split.val)):
         if len(batch.pixels):
             x = runtime.to_device(batch.pixels, run.device)
             with runtime.autocast(run.device):
@@ -138,17 +138,18 @@ def validation_loss(run: Run) -> float | None:
 
 
 def calibrate(run: Run):
-    """After the last epoch: the training latents' Gaussian, then every metric on held-out images.
+    """After the last epoch: the training latents' Gaussian, then every metric on held-out images
+    (whole ones in tiles for a patch model, as `ae score` will see them).
 
     Each process takes a block of the rows; the scores are gathered here, so all get the whole.
     """
     run.images_at(-1)
     run.model.eval()
-    fit_on = run.stream(_shard(calibration.thin(run.split.train), run.tc))
+    fit_on = run.stream(run.blocks(calibration.thin(run.split.train)))
     rows = distributed.concat(calibration.latents_of(run.model, run.device, fit_on))
     latents = calibration.latent_stats(np.concatenate(rows), "train") if rows else None
-    held = run.evaluation_rows()
-    values = calibration.scores_of(run.model, run.device, run.stream(_shard(held, run.tc)), latents)
+    held, tiling = run.held_out()
+    values = calibration.scores_of(run.model, run.device, held, latents, tiling)
     values = distributed.concat_dict(values)
     run.model.train()
     if not values:
@@ -156,10 +157,6 @@ def calibrate(run: Run):
     split = "validation" if len(run.split.val) else "train"
     scores = {k: np.concatenate(v) for k, v in values.items()}
     return latents, calibration.record(scores, split, run.device.type)
-
-
-def _shard(rows: np.ndarray, tc: TrainConfig) -> list[np.ndarray]:
-    return distributed.shard_batches(batch_indices(rows, tc.batch_size))
 
 
 def learning_rate(tc: TrainConfig, cycles: list[int], epoch: int, step: int, steps_per_epoch: int) -> float:

@@ -16,7 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm  # BatchNorm1d/2d/3d and SyncB
 
 from aecli import distributed, runtime
 from aecli.config import ModelConfig, Settings, TrainConfig
-from aecli.data import ImageSet, stream
+from aecli.data import ImageSet, batch_indices, stream
 from aecli.data.patches import Patches
 from aecli.errors import Diverged, UsageError
 from aecli.io import modelfile
@@ -188,12 +188,33 @@ class Run:
         """The held-out rows; every row when nothing is held out (calibration says so)."""
         return self.split.val if len(self.split.val) else np.arange(len(self.images))
 
-    def stream(self, batches: list[np.ndarray], pin_memory: bool = False):
-        tc = self.tc
+    def stream(self, batches: list[np.ndarray], pin_memory: bool = False, whole: bool = False):
+        """Batches of the training images at the model's size; whole=True: the images patches are
+        cut from, at their own size."""
+        tc, images = self.tc, self.images
+        channels, size = self.config.channels, self.config.image_size
+        if whole and isinstance(images, Patches):
+            images, channels, size = images.images, None, None
         return stream(
-            self.images, batches, self.config.channels, self.config.image_size,
+            images, batches, channels, size,
             workers=tc.workers, resize=tc.resize, strict=not tc.skip_bad, pin_memory=pin_memory,
         )  # fmt: skip
+
+    def held_out(self):
+        """This process's block of the held-out images for calibration, and how to score them: a
+        patch model scores whole images in tiles (scoring.scores.Tiling), as `ae score` does."""
+        from aecli.scoring.scores import Tiling
+
+        rows = self.evaluation_rows()
+        if not isinstance(self.images, Patches):
+            return self.stream(self.blocks(rows)), None
+        whole = np.unique(rows // self.images.per_image)
+        tiling = Tiling(self.config.image_size, self.config.channels, self.tc.batch_size)
+        return self.stream(self.blocks(whole), whole=True), tiling
+
+    def blocks(self, rows: np.ndarray) -> list[np.ndarray]:
+        """The rows in batches, in order, for an evaluation pass: this process's block of them."""
+        return distributed.shard_batches(batch_indices(rows, self.tc.batch_size))
 
     def report_unreadable(self, messages: list[str]) -> int:
         """Report each unreadable file once, not every epoch; how many were new."""
