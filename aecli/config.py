@@ -48,11 +48,14 @@ TRAIN_SETTINGS = (
     Setting("patches_per_image", 16, "With --patch-size: crops per image per epoch.", low=1),
     Setting("resize", True, "Resize images of another size to the model's; --no-resize: they are an error."),
     Setting("skip_bad", False, "Skip unreadable images with a warning each (and a count) instead of stopping."),
+    # Adam's state is twice the weights: finished files leave it out unless asked
+    Setting("keep_optimizer", False, "Keep Adam's state in the finished file (about 3x its size), so that "
+            "--resume --epochs N can extend the run later."),
     Setting("device", "auto", "auto, cpu, cuda, cuda:N or mps.", unset="$AE_DEVICE, else auto"),
     Setting("workers", None, "Loader processes decoding images.", kind=int, low=0,
             unset="0 for arrays or on 2 cores or fewer, else up to 4"),
 )  # fmt: skip
-RESUME_MAY_CHANGE = ("epochs", "device", "workers")  # --resume continues a run; these only say how far and where
+RESUME_MAY_CHANGE = ("epochs", "device", "workers", "keep_optimizer")  # how far, where, and what the file keeps
 
 
 def objective_settings() -> list[Setting]:

@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperCommand
 
 from aecli.config import MODEL_SETTINGS, TRAIN_SETTINGS, objective_settings, variant_defaults
-from aecli.settings import SHARED, Setting, parse_list
+from aecli.settings import SHARED, Setting
 
 MODEL_SECTION, TRAIN_SECTION = "Model options", "Training options"
 
@@ -47,12 +47,20 @@ def _parameter(setting: Setting, help_text: str, shown: str) -> inspect.Paramete
     decls = [setting.flag]
     if kind is bool:
         decls = [f"{setting.flag}/--no-{setting.flag[2:]}"]
-    elif kind is list:
-        kind, extra = list[int], {"parser": parse_list, "metavar": "N,N,..."}
+    elif kind is list:  # one comma-separated value (a list type would make the option repeatable)
+        kind, extra = str, {"parser": parse_list, "metavar": "N,N,..."}
     option = typer.Option(*decls, help=help_text, show_default=shown, rich_help_panel=section(setting), **extra)
     return inspect.Parameter(
         setting.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[kind], option]
     )
+
+
+def parse_list(text: str) -> list[int]:
+    """A list setting on the command line: comma-separated integers, e.g. --widths 32,64,128."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers like 32,64,128, got '{text}'") from None
 
 
 class SectionedCommand(TyperCommand):

@@ -86,14 +86,6 @@ def _text(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def parse_list(text: str) -> list[int]:
-    """A list setting on the command line: comma-separated integers, e.g. --widths 32,64,128."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UsageError(f"expected comma-separated integers like 32,64,128, got '{text}'") from None
-
-
 def index(settings: list[Setting]) -> dict[str, Setting]:
     """Name to declaration; two declarations of one name are a programming error."""
     named: dict[str, Setting] = {}

@@ -24,7 +24,7 @@ def test_every_variant_trains_on_cuda_and_loads_on_cpu(run, npy_file, variant):
 
 
 def test_auto_picks_cuda_and_resume_continues_there(run, npy_file):
-    assert run("train", npy_file, "--epochs", "1", "-q", "-o", "a.safetensors").exit_code == 0
+    assert run("train", npy_file, "--epochs", "1", "--keep-optimizer", "-q", "-o", "a.safetensors").exit_code == 0
     assert modelfile.load("a.safetensors").training["device"].startswith("cuda")
     assert run("train", npy_file, "--epochs", "2", "--resume", "-q", "-o", "a.safetensors").exit_code == 0
     assert modelfile.load("a.safetensors").training["epochs"] == 2

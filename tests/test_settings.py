@@ -135,3 +135,9 @@ def test_an_objective_defined_in_a_test_file_appears_in_help_and_trains(run, tmp
     denoised = run("denoise", "x.npy", "-m", "m.safetensors", "-o", "out")
     assert denoised.exit_code == 0 and "not trained to denoise" not in denoised.stderr
     assert run("train", "x.npy", "--variant", "deblur", "--radius", "0").exit_code == 2
+
+
+def test_a_list_setting_takes_comma_separated_integers_or_says_what_it_wants(run):
+    assert yaml.safe_load(run("train", "--widths", "8,16", "--print-config").stdout)["widths"] == [8, 16]
+    result = run("train", "sample", "--widths", "64,x")
+    assert result.exit_code == 2 and "comma-separated integers" in result.stderr and "Traceback" not in result.stderr

@@ -105,7 +105,7 @@ def _weights(path):
 
 def test_resume_extends_a_finished_run_and_knows_when_it_is_done(run, npy_file):
     args = ["train", npy_file, "--batch-size", "8", "-q", "-o", "m.safetensors"]
-    assert run(*args, "--epochs", "1").exit_code == 0
+    assert run(*args, "--epochs", "1", "--keep-optimizer").exit_code == 0
     assert run(*args, "--epochs", "2", "--resume").exit_code == 0
     assert len(modelfile.load("m.safetensors").training["train_loss"]) == 2
     again = run(*args, "--epochs", "2", "--resume")
@@ -217,7 +217,8 @@ def test_output_that_is_not_a_model_file_is_never_overwritten(run, npy_file, tmp
 
 
 def test_info_shows_the_file_as_a_table_and_as_json(run, npy_file):
-    assert run("train", npy_file, "--variant", "denoising", *FAST, "-o", "d.safetensors").exit_code == 0
+    args = ["train", npy_file, "--variant", "denoising", *FAST, "--keep-optimizer", "-o", "d.safetensors"]
+    assert run(*args).exit_code == 0
     table = run("info", "d.safetensors")
     assert table.exit_code == 0
     assert "denoising" in table.stdout and "calibration mse" in table.stdout
@@ -261,6 +262,19 @@ def test_raising_epochs_on_resume_adds_a_cosine_cycle_and_keeps_the_first():
 
 def test_resume_with_more_epochs_records_the_new_cycle(run, npy_file):
     args = ["train", npy_file, "--batch-size", "8", "-q", "-o", "m.safetensors"]
-    assert run(*args, "--epochs", "1").exit_code == 0
+    assert run(*args, "--epochs", "1", "--keep-optimizer").exit_code == 0
     assert run(*args, "--epochs", "2", "--resume").exit_code == 0
     assert modelfile.load("m.safetensors").training["cycles"] == [1, 2]
+
+
+def test_a_finished_file_is_slim_unless_asked_and_an_interrupted_one_can_resume(run, npy_file, tmp_path):
+    args = ["train", npy_file, "--variant", "denoising", "--widths", "64,128", "--epochs", "1", "-q"]  # 0.9 M weights
+    assert run(*args, "-o", "slim.safetensors").exit_code == 0
+    assert run(*args, "--keep-optimizer", "-o", "full.safetensors").exit_code == 0
+    slim = modelfile.load(tmp_path / "slim.safetensors", with_optimizer=True)
+    weights = sum(v.numel() * v.element_size() for v in slim.model.state_dict().values())
+    assert slim.optimizer is None and (tmp_path / "slim.safetensors").stat().st_size <= 1.1 * weights
+    assert (tmp_path / "full.safetensors").stat().st_size > 2.5 * weights  # Adam's two moments too
+    extend = run(*args[:-3], "--epochs", "2", "--resume", "-o", "slim.safetensors")
+    assert extend.exit_code == 2 and "--keep-optimizer" in extend.stderr
+    assert "--keep-optimizer" in run("train", "--help").stdout

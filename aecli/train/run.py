@@ -155,8 +155,14 @@ class Run:
 
     def resume_from(self, resume: modelfile.ModelFile) -> None:
         """Weights, Adam's state, the position and the history of an interrupted (or finished) run."""
+        trained = resume.training.get("epochs", 0)
+        if trained >= self.tc.epochs:
+            raise UsageError(f"{resume.path} is already trained for {trained} epochs; pass a larger --epochs to go on")
         if resume.optimizer is None:
-            raise UsageError(f"{resume.path} holds no optimizer state, so it cannot be resumed")
+            raise UsageError(
+                f"{resume.path} is a finished run without its optimizer state, so it cannot be resumed; "
+                "train with --keep-optimizer to extend a run later"
+            )
         self.model.load_state_dict(resume.model.state_dict())
         self.optimizer.load_state_dict(resume.optimizer["state_dict"])
         position = resume.optimizer["position"]
@@ -166,10 +172,6 @@ class Run:
         self.history.interrupted_at = None
         cycles = self.history.cycles or [resume.training.get("epochs_planned", self.tc.epochs)]  # older files: one
         self.history.cycles = cycles + ([self.tc.epochs] if self.tc.epochs > cycles[-1] else [])
-        if self.epoch >= self.tc.epochs:
-            raise UsageError(
-                f"{resume.path} is already trained for {self.epoch} epochs; pass a larger --epochs to go on"
-            )
 
     @property
     def per_process(self) -> int:
@@ -264,11 +266,17 @@ class Run:
                 norm.train()
 
     def save(self, position: dict[str, int]) -> None:
-        """The model file as it stands, with Adam's state and where training is (rank 0 writes)."""
+        """The model file as it stands, and where training is (rank 0 writes).
+
+        Adam's state (twice the weights) is kept while the run can still be resumed; a finished
+        file holds weights, config and calibration only, unless --keep-optimizer asks for more.
+        """
+        finished = position["epoch"] >= self.tc.epochs
+        optimizer = {"state_dict": self.optimizer.state_dict(), "position": position}
         if distributed.leader():
             modelfile.save(
                 self.out, self.model, self.tc, self.history.as_dict(self.tc.epochs), self.calibration,
-                self.latent_stats, {"state_dict": self.optimizer.state_dict(), "position": position},
+                self.latent_stats, None if finished and not self.tc.keep_optimizer else optimizer,
             )  # fmt: skip
 
 
