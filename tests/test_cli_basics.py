@@ -78,3 +78,20 @@ def test_shell_completion_scripts_are_offered(run):
     result = run("--show-completion", "bash")
     assert result.exit_code == 0 and "_ae_completion" in result.stdout and "complete" in result.stdout
 
+
+
+def test_scoring_a_png_imports_neither_torchvision_nor_torch_dynamo(models, tmp_path):
+    """Both cost seconds of start-up that one-shot commands on PNGs and arrays never need."""
+    from tests.conftest import blobs, write_pngs
+
+    write_pngs(tmp_path / "in", blobs(2))
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from aecli.cli import app\n"
+        f"result = CliRunner().invoke(app, ['score', {str(tmp_path / 'in')!r}, '-m', {str(models['ae'])!r}, '-q'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print('torchvision' in sys.modules, 'torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

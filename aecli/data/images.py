@@ -15,12 +15,6 @@ import torch.nn.functional as F
 
 from aecli.errors import InputError
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    # imported here, not at the first image: loader workers then inherit it instead of each
-    # importing torchvision while the main process waits for its first batch
-    from torchvision.io import ImageReadMode, decode_image
-
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as PIL's convert("L")
 MAX_PIXELS = 100_000_000  # a 10k x 10k photo; its float RGB copy takes 1.2 GB. --max-pixels moves it
@@ -52,10 +46,11 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         _check_pixels(path, *size, max_pixels)
     if not _safe_for_torchvision(data):
         return _to_unit_float(_read_with_pillow(data, path, max_pixels))
+    decode_image, unchanged = torchvision_decoder()
     try:
         with warnings.catch_warnings():  # torchvision 0.29 warns that TorchCodec will take over
             warnings.simplefilter("ignore", DeprecationWarning)
-            pixels = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED)
+            pixels = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), unchanged)
     except (RuntimeError, ValueError):
         pixels = _read_with_pillow(data, path, max_pixels)
     if pixels.dim() == 4:  # an animated GIF: its first frame
@@ -63,6 +58,22 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     if pixels.shape[0] == 4 and data[:2] == b"\xff\xd8":  # CMYK, not RGBA: Pillow converts it
         pixels = _read_with_pillow(data, path, max_pixels)
     return _to_unit_float(pixels)
+
+
+TORCHVISION_SUFFIXES = {".jpg", ".jpeg", ".gif", ".webp"}  # what it may decode (see _safe_for_torchvision)
+
+
+def torchvision_decoder():
+    """torchvision's decode_image and its UNCHANGED mode, imported at the first image it decodes.
+
+    Importing torchvision takes about 2 s (its package imports torch._dynamo), which PNG folders,
+    arrays and `ae info` never need. data.loader imports it before starting loader workers when
+    the inputs hold such files, so the workers inherit it instead of each importing it again.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_image
+    return decode_image, ImageReadMode.UNCHANGED
 
 
 def _safe_for_torchvision(data: bytes) -> bool:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from aecli.data.arrays import ArrayImages
-from aecli.data.inputs import Batch, ImageSet
+from aecli.data.images import TORCHVISION_SUFFIXES, torchvision_decoder
+from aecli.data.inputs import Batch, FileImages, ImageSet
 from aecli.errors import InputError
 
 
@@ -42,6 +44,11 @@ def default_workers(images: ImageSet) -> int:
     return min(4, cores - 1)
 
 
+def _decodes_with_torchvision(images: ImageSet) -> bool:
+    files = (path for part in images.parts if isinstance(part, FileImages) for path in part.paths)
+    return any(Path(path).suffix.lower() in TORCHVISION_SUFFIXES for path in files)
+
+
 def batch_indices(order: Sequence[int] | np.ndarray, batch_size: int) -> list[np.ndarray]:
     order = np.asarray(order, dtype=np.int64)
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -60,6 +67,8 @@ def stream(
 ) -> Iterator[Batch]:
     """Yield each batch in order; a fatal input error is raised here, in the main process."""
     workers = default_workers(images) if workers is None else workers
+    if workers and _decodes_with_torchvision(images):
+        torchvision_decoder()  # once, here: forked workers inherit it
     loader = DataLoader(
         _Batches(images, channels, size, resize, strict),
         batch_size=None,
