@@ -23,39 +23,9 @@ import torch
 import torch.distributed as dist
 
 from aecli.errors import AecliError, UsageError
+from aecli.ranks import active, leader, local_rank, rank, size  # noqa: F401 (re-exported)
 
 DEFAULT_TIMEOUT_S = 600  # long enough for a slow validation pass on one process; short enough to notice a hang
-
-
-def size() -> int:
-    """How many processes share the work: WORLD_SIZE under torchrun, else 1."""
-    return max(1, _env_int("WORLD_SIZE", 1))
-
-
-def active() -> bool:
-    return size() > 1
-
-
-def rank() -> int:
-    return _env_int("RANK", 0) if active() else 0
-
-
-def local_rank() -> int:
-    """This process's place on its machine: which GPU it takes."""
-    return _env_int("LOCAL_RANK", 0) if active() else 0
-
-
-def leader() -> bool:
-    """Rank 0 prints, shows progress and writes the shared outputs."""
-    return rank() == 0
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    try:
-        return int(value) if value else default
-    except ValueError:
-        raise UsageError(f"${name} is '{value}', not a whole number (is this a torchrun environment?)") from None
 
 
 def timeout_s() -> float:

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aecli.io.files import leader_writes
+from aecli.ranks import leader
 
 err = Console(stderr=True, highlight=False)
 
@@ -26,8 +27,6 @@ class Messages:
     """
 
     def __init__(self, quiet: bool = False):
-        from aecli.distributed import leader
-
         self.quiet = quiet or not leader()
 
     def info(self, text: str) -> None:

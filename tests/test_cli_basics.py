@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import json
 import subprocess
 import sys
 
@@ -95,3 +96,20 @@ def test_scoring_a_png_imports_neither_torchvision_nor_torch_dynamo(models, tmp_
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_info_reads_a_model_file_without_importing_torch(models):
+    """`ae info` answers from the file's header: no torch, so it takes a blink, not seconds."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from aecli.cli import app\n"
+        f"result = CliRunner().invoke(app, ['info', {str(models['vae'])!r}, '--json'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print('torch' in sys.modules)\n"
+        "print(result.stdout)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imported, shown = out.stdout.split("\n", 1)
+    assert imported == "False"
+    assert json.loads(shown)["capabilities"]["sample"] is True

@@ -95,6 +95,21 @@ def test_info_shows_a_model_with_nan_weights_with_a_warning(run, model_path, tmp
     assert result.exit_code == 0 and "Warning:" in result.stderr and "NaN or infinite" in result.stderr
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), None])
+def test_describe_finds_non_finite_weights_of_any_float_type_from_their_bytes(model_path, tmp_path, dtype, value):
+    """`ae info` scans the raw bytes without torch; half and bfloat16 files must not slip through."""
+    from safetensors import safe_open
+
+    with safe_open(model_path, framework="pt") as f:
+        tensors, metadata = {k: f.get_tensor(k).to(dtype) for k in f.keys()}, f.metadata()  # noqa: SIM118
+    if value is not None:
+        tensors[sorted(tensors)[-1]].view(-1)[-1] = value
+    save_file(tensors, tmp_path / "m.safetensors", metadata=metadata)
+    problems = modelfile.describe(tmp_path / "m.safetensors")["problems"]
+    assert bool(problems) == (value is not None)
+
+
 def test_a_nan_calibration_is_refused(run, model_path, tmp_path):
     nan = {"split": "validation", "metrics": {"mse": {"p99": float("nan")}}}
     _rewrite_metadata(model_path, calibration=json.dumps(nan))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from aecli.errors import OutputError
+from aecli.ranks import leader
 
 
 def _umask() -> int:
@@ -161,8 +162,6 @@ def leader_writes(write: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(write)
     def on_leader(*args: Any, **kwargs: Any) -> Any:
-        from aecli.distributed import leader  # torch is loaded by then: outputs follow the work
-
         return write(*args, **kwargs) if leader() else None
 
     return on_leader

@@ -28,6 +28,7 @@ from aecli.config import (
 )
 from aecli.errors import ModelFileError, OutputError
 from aecli.io.files import leader_writes, write_bytes_atomic
+from aecli.models.capabilities import capabilities_of
 
 FORMAT = "aecli"
 FORMAT_VERSION = 2  # 2: each variant stores only its own settings, and `bottleneck` (1: every variant's)
@@ -116,21 +117,65 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], extra: dict[str, Any]
     return {"state": state, "param_groups": extra["param_groups"]}
 
 
-def read_metadata(path: Path) -> tuple[dict[str, str], dict[str, tuple[list[int], str]]]:
-    """The metadata and the tensors' shapes and dtypes, read from the header alone."""
-    from safetensors import SafetensorError, safe_open
+@dataclass(frozen=True)
+class Stored:
+    """One tensor as the header places it: shape, safetensors dtype, and its bytes in the file."""
 
+    shape: list[int]
+    dtype: str
+    start: int  # absolute offsets in the file
+    end: int
+
+
+class _NotSafetensors(ValueError):
+    pass
+
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_MAX_HEADER = 100 * 2**20  # the limit safetensors itself sets
+
+
+def read_metadata(path: Path) -> tuple[dict[str, str], dict[str, Stored]]:
+    """The metadata and where each tensor lies, read and checked from the header alone (no torch)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file" if not path.exists() else f"{path}: not a file")
     try:
-        with safe_open(path, framework="numpy") as f:
-            metadata = f.metadata() or {}
-            shapes = {k: (list(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
+        metadata, tensors = _parse_header(path)
+    except (_NotSafetensors, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: not a safetensors model file ({_why_not(path, e)})") from None
     _check_metadata(path, metadata)
-    return metadata, shapes
+    return metadata, tensors
+
+
+def _parse_header(path: Path) -> tuple[dict[str, str], dict[str, Stored]]:
+    """The safetensors layout: 8 bytes of header length, a JSON header, then the tensors' bytes."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise _NotSafetensors("shorter than a header")
+        n = int.from_bytes(head, "little")
+        if n > min(_MAX_HEADER, size - 8):
+            raise _NotSafetensors("its header length runs past the end of the file")
+        header = json.loads(f.read(n))
+    if not isinstance(header, dict):
+        raise _NotSafetensors("its header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _NotSafetensors("its metadata is not a map of strings")
+    body, tensors = size - 8 - n, {}
+    for name, entry in header.items():
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            valid = dtype in _DTYPE_BYTES and all(isinstance(d, int) and d >= 0 for d in shape)
+            valid = valid and 0 <= begin <= end <= body and end - begin == math.prod(shape) * _DTYPE_BYTES[dtype]
+        except (KeyError, TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise _NotSafetensors(f"tensor {name!r} is described wrongly or lies outside the file")
+        tensors[name] = Stored(list(shape), dtype, 8 + n + begin, 8 + n + end)
+    return metadata, tensors
 
 
 def _why_not(path: Path, error: Exception) -> str:
@@ -173,35 +218,52 @@ def check_replaceable(path: Path) -> None:
 
 
 def describe(path: Path) -> dict[str, Any]:
-    """Everything a model file says about itself, from its header alone (what `ae info` shows),
-    once its config is known to match its tensors."""
-    metadata, shapes = read_metadata(path)
-    skeleton = _checked_skeleton(path, metadata, shapes)
+    """Everything a model file says about itself (what `ae info` shows), from its header and a
+    scan of its weights for NaN; no torch. That the weights fit the config is checked by `load`."""
+    metadata, tensors = read_metadata(path)
+    config = _stored_config(path, metadata)
     info: dict[str, Any] = {
         "path": str(path),
         "file_bytes": Path(path).stat().st_size,
         "format_version": int(metadata["format_version"]),
         "aecli_version": metadata.get("aecli_version"),
-        "parameters": sum(math.prod(shape) for name, (shape, _) in shapes.items() if not name.startswith(_OPTIM)),
+        "parameters": sum(math.prod(t.shape) for name, t in tensors.items() if not name.startswith(_OPTIM)),
         "resumable": "optimizer" in metadata,
-        "capabilities": dataclasses.asdict(skeleton.capabilities),
+        "capabilities": dataclasses.asdict(capabilities_of(config)),
     }
     for key in ("model_config", "train_config", "training", "calibration", "latent_stats"):
         try:
             info[key] = json.loads(metadata[key]) if key in metadata else None
         except ValueError:
             raise ModelFileError(f"{path}: damaged aecli metadata ({key} is not JSON)") from None
-    info["problems"] = [*_non_finite_weights(path, _numpy_weights(path)), *_non_finite_metadata(path, info)]
+    info["problems"] = [*_non_finite_weights(path, _numpy_weights(path, tensors)), *_non_finite_metadata(path, info)]
     return info
 
 
-def _numpy_weights(path: Path) -> Iterator[tuple[str, Any]]:
-    from safetensors import safe_open
+def _stored_config(path: Path, metadata: dict[str, str]) -> ModelConfig:
+    """The model config a file stores, once it is known to describe a model."""
+    try:
+        config = model_config_from_json(metadata["model_config"])
+        capabilities_of(config)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ModelFileError(f"{path}: damaged aecli metadata ({e})") from None
+    except Exception as e:  # a config the model classes reject (an unknown variant, negative sizes)
+        raise ModelFileError(f"{path}: its config does not build a model ({str(e).splitlines()[0]})") from None
+    return config
 
-    with safe_open(path, framework="numpy") as f:
-        for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-            if not name.startswith(_OPTIM):
-                yield name, f.get_tensor(name)
+
+def _numpy_weights(path: Path, tensors: dict[str, Stored]) -> Iterator[tuple[str, Any]]:
+    """The weights as numpy arrays, read where the header places them; bfloat16 as its bits."""
+    import numpy as np
+
+    kinds = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+    for name, t in tensors.items():
+        if name.startswith(_OPTIM) or t.dtype not in kinds:
+            continue  # whole numbers are always finite
+        values = np.fromfile(path, kinds[t.dtype], (t.end - t.start) // _DTYPE_BYTES[t.dtype], offset=t.start)
+        if t.dtype == "BF16":  # all exponent bits set: infinite or NaN
+            values = np.where((values & 0x7F80) == 0x7F80, np.nan, 0.0)
+        yield name, values
 
 
 def _non_finite_weights(path: Path, weights: Iterable[tuple[str, Any]]) -> list[str]:
@@ -240,8 +302,8 @@ def load(path: Path, with_optimizer: bool = False) -> ModelFile:
     from aecli.models import create_model
 
     path = Path(path)
-    metadata, shapes = read_metadata(path)
-    config = _checked_skeleton(path, metadata, shapes).config
+    metadata, tensors = read_metadata(path)
+    config = _checked_skeleton(path, metadata, tensors).config
     try:
         train_config = train_config_from_json(metadata["train_config"]) if "train_config" in metadata else None
         extras = {
@@ -294,23 +356,21 @@ def replace_calibration(path: Path, calibration: dict[str, Any], out: Path | Non
     write_bytes_atomic(Path(out or path), canonical(to_bytes(tensors, metadata=metadata)))
 
 
-def _checked_skeleton(path: Path, metadata: dict[str, str], shapes: dict[str, tuple[list[int], str]]) -> nn.Module:
+def _checked_skeleton(path: Path, metadata: dict[str, str], tensors: dict[str, Stored]) -> nn.Module:
     """The model the stored config builds, on the meta device (no memory), once it has the
     header's tensor shapes: a config that asks for a huge model fails before allocating it."""
     import torch
 
     from aecli.models import create_model
 
+    config = _stored_config(path, metadata)
     try:
-        config = model_config_from_json(metadata["model_config"])
         with torch.device("meta"):
             skeleton = create_model(config)
-    except (ValueError, TypeError, KeyError) as e:
-        raise ModelFileError(f"{path}: damaged aecli metadata ({e})") from None
     except Exception as e:  # a config the model classes reject (e.g. negative sizes)
         raise ModelFileError(f"{path}: its config does not build a model ({str(e).splitlines()[0]})") from None
     expected = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
-    _check_shapes(path, expected, {k: shape for k, (shape, _) in shapes.items() if not k.startswith(_OPTIM)})
+    _check_shapes(path, expected, {k: t.shape for k, t in tensors.items() if not k.startswith(_OPTIM)})
     return skeleton
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aecli.config import ModelConfig
+from aecli.models.capabilities import latent_grid
 
 
 class _Padding:
@@ -50,14 +51,12 @@ class _Padding:
 class _Backbone(nn.Module):
     """What both backbones share: the padding, and the way from a latent back to the smallest map."""
 
-    decodes_alone = True  # can turn a latent into an image without anything else from the encoder
-
     def __init__(self, config: ModelConfig, latent_out: int):
         super().__init__()
         self.widths, self.bottleneck = config.widths, config.bottleneck
         self.step = 2 ** len(config.widths)
         self.image_size = config.image_size
-        self.bottom = _Padding((config.image_size,) * 2, self.step).padded[0] // self.step
+        self.bottom = latent_grid(config)
         self.flat = config.widths[-1] * self.bottom**2
         self.latent_out = latent_out
         if self.bottleneck:
@@ -70,10 +69,6 @@ class _Backbone(nn.Module):
         if self.bottleneck:
             return [nn.Flatten(), nn.Linear(self.flat, self.latent_out)]
         return [nn.Conv2d(self.widths[-1], self.latent_out, 1)]
-
-    def latent_shape(self, latent_dim: int) -> tuple[int, ...]:
-        """One image's latent at the model's size: a vector, or (latent_dim, h, w) without a bottleneck."""
-        return (latent_dim,) if self.bottleneck else (latent_dim, self.bottom, self.bottom)
 
     def padding(self, x: torch.Tensor) -> _Padding:
         return _Padding(tuple(x.shape[-2:]), self.step)
@@ -127,8 +122,6 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 
 class UNetBackbone(_Backbone):
     """An encoder-decoder with skip connections at every scale, and the same bottleneck."""
-
-    decodes_alone = False
 
     def __init__(self, config: ModelConfig, latent_out: int):
         super().__init__(config, latent_out)

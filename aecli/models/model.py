@@ -6,7 +6,6 @@ which hand over to the objective (what is learnt) and the backbone (the network'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,24 +14,9 @@ from torch import nn
 from aecli.config import ModelConfig
 from aecli.errors import AecliError
 from aecli.models.backbones import make_backbone
+from aecli.models.capabilities import capabilities_of
 from aecli.models.objectives.base import Batch
 from aecli.models.registry import objective_class
-
-RECONSTRUCTION_METRICS = ("mse", "mae", "bce", "ssim")  # every model has them: see scoring/scores.py
-LATENT_METRICS = ("latent", "combined")  # need the latent statistics a finished training stores
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a model can do; commands ask this instead of the variant's name."""
-
-    decode: bool  # turn a latent alone into an image (ae decode, sample, interpolate)
-    sample: bool  # draw new images (ae sample)
-    denoise: bool  # trained to give clean images back from corrupted ones
-    any_size: bool  # runs on images of any size as they are (fully convolutional)
-    metrics: tuple[str, ...]  # the anomaly metrics ae score can compute with it
-    latent_shape: tuple[int, ...]  # one image's latent at the model's size
-    skips: bool  # detail bypasses the latent (a unet): anomalies reconstruct well too
 
 
 class Autoencoder(nn.Module):
@@ -41,16 +25,7 @@ class Autoencoder(nn.Module):
         self.config = config
         self.objective = objective_class(config.variant)(config)
         self.net = make_backbone(config, config.latent_dim * self.objective.latent_factor)
-        alone = self.net.decodes_alone
-        self.capabilities = Capabilities(
-            decode=alone,
-            sample=alone,
-            denoise=self.objective.denoises,
-            any_size=not config.bottleneck,
-            metrics=RECONSTRUCTION_METRICS + LATENT_METRICS + self.objective.metrics,
-            latent_shape=self.net.latent_shape(config.latent_dim),
-            skips=not alone,
-        )
+        self.capabilities = capabilities_of(config)
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One training step's named loss terms; "loss" is the one to minimise."""
