@@ -62,6 +62,18 @@ def run(monkeypatch, tmp_path):
     return invoke
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory):
+    """The tests' own $AE_CACHE_DIR: decoded datasets never land in (or evict from) the user's cache."""
+    previous = os.environ.get("AE_CACHE_DIR")
+    os.environ["AE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield Path(os.environ["AE_CACHE_DIR"])
+    if previous is None:
+        os.environ.pop("AE_CACHE_DIR", None)
+    else:
+        os.environ["AE_CACHE_DIR"] = previous
+
+
 @pytest.fixture
 def png_dir(tmp_path) -> Path:
     write_pngs(tmp_path / "pngs", blobs(24))
@@ -102,7 +114,18 @@ def models(tmp_path_factory) -> dict[str, Path]:
     paths = {}
     for name, flags in recipes.items():
         paths[name] = root / f"{name}.safetensors"
-        args = ["train", str(root / "blobs.npy"), *flags, "--epochs", "3", "--batch-size", "8", "-o", str(paths[name]), "-q"]
+        args = [
+            "train",
+            str(root / "blobs.npy"),
+            *flags,
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "-o",
+            str(paths[name]),
+            "-q",
+        ]
         result = runner.invoke(app, args, catch_exceptions=False)
         assert result.exit_code == 0, result.stderr
     return paths
