@@ -201,6 +201,8 @@ class _TrainCommand:
         with TrainProgress(say) as progress, _stop_on_sigint(stop):
             result = training.run(job, images, progress, stop)
         say.info(training.summary(result, time.perf_counter() - started))
+        for caveat in training.caveats(result):
+            say.warn(caveat)
         if result.training.get("skipped_images"):
             say.warn(f"{result.training['skipped_images']} unreadable image(s) skipped")
         if preview:
@@ -247,10 +249,10 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed for every random draw: s
 Tiles = Annotated[
     Optional[bool],
     typer.Option(
-        "--tiles/--resize",
+        "--tiles/--whole",
         help="Score images in model-sized tiles at their own resolution (the highest tile score), "
-        "or resized to the model's size.",
-        show_default="tiles for models trained with --patch-size, else resize",
+        "or whole, fitted to the model's size as it was trained (its --resize: pad, crop or stretch).",
+        show_default="tiles for models trained with --patch-size, else whole",
     ),
 ]
 
@@ -302,8 +304,8 @@ def encode(
     device: Device = None,
     workers: Workers = None,
     files_from: FilesFrom = None,
-    no_resize: Annotated[
-        bool, typer.Option("--no-resize", help="Reject images of another size instead of resizing.")
+    exact_size: Annotated[
+        bool, typer.Option("--exact-size", help="Reject images of another size instead of fitting them to the model.")
     ] = False,
     skip_bad: SkipBad = False,
     max_pixels: MaxPixels = None,
@@ -343,7 +345,7 @@ def encode(
     with StreamProgress(say, "encode", images.refused) as progress:
         local = infer.encode(
             loaded, images, batch_size=batch_size, workers=workers, sample=sample, seed=seed,
-            resize=not no_resize, strict=not skip_bad, progress=progress,
+            exact_size=exact_size, strict=not skip_bad, progress=progress,
         )  # fmt: skip
     result = gathered(local)
     latents.write(result.vectors, result.sources, target, fmt, result.shape)
@@ -423,8 +425,12 @@ def denoise(
     report: Annotated[
         Optional[Path], typer.Option("--report", help="CSV of PSNR and SSIM per image (needs --reference).")
     ] = None,
-    resize: Annotated[
-        bool, typer.Option("--resize", help="Resize images to the model's size instead of tiling them.")
+    whole: Annotated[
+        bool,
+        typer.Option(
+            "--whole",
+            help="Fit each image to the model's size as it was trained (--resize of ae train) instead of tiling it.",
+        ),
     ] = False,
     overlap: Annotated[
         float, typer.Option("--overlap", min=0, max=0.9, help="Overlap of neighbouring tiles, as a fraction of a tile.")
@@ -476,7 +482,7 @@ def denoise(
     references = infer.References(reference, images) if reference else None
     with StreamProgress(say, "denoise", images.refused) as progress:
         local = denoise_to_files(
-            loaded, images, targets, references, keep=nrow, noise=add_noise, seed=seed, resize=resize,
+            loaded, images, targets, references, keep=nrow, noise=add_noise, seed=seed, whole=whole,
             overlap=overlap, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress,
         )  # fmt: skip
     done = gathered(local)  # each process wrote its own images; the rest is written once
@@ -650,8 +656,8 @@ def score(
         write_records(records, "csv" if fmt == "table" else fmt, out)
     n, flagged = len(result.flagged), int(result.flagged.sum())
     say.info(f"{result.metric} threshold {result.threshold.value:.6g} ({result.threshold.how})")
-    if result.threshold.caveat:
-        say.warn(result.threshold.caveat)
+    for caveat in result.caveats:
+        say.warn(caveat)
     say.info(f"flagged {flagged} of {n} images ({flagged / max(n, 1):.1%})")
     if result.evaluation is not None:
         print_evaluation(result.evaluation, result.threshold.value)
@@ -740,7 +746,7 @@ def info(
         print_json(details)
     else:
         print_table(model_table(details))
-    for problem in details["problems"]:  # every other command refuses such a file
+    for problem in details["problems"] + details["caveats"]:  # other commands refuse files with problems
         Messages().warn(problem)
 
 

@@ -26,8 +26,11 @@ MODEL_SETTINGS = (
             "a spatial latent of latent-dim channels.", model=True),
     Setting("latent_dim", 32, "Length of each image's latent vector (channels of a spatial one).", low=1, model=True),
     Setting("loss", "mse", "Pixel loss: mse, or bce for near-binary images.", choices=("mse", "bce"), model=True),
-    Setting("image_size", None, "Model input size (square); others are resized.", kind=int, low=4,
-            unset=FIRST_IMAGE, model=True),
+    Setting("image_size", None, "Model input size (square); images of other sizes are fitted to it (--resize).",
+            kind=int, low=4, unset=FIRST_IMAGE, model=True),
+    # pad keeps every pixel at its proportions: defects at the border stay; stored, so every command fits alike
+    Setting("resize", "pad", "How images of another shape meet the model's square: pad (aspect kept, edges "
+            "extended), crop (aspect kept, the centre) or stretch.", choices=("pad", "crop", "stretch"), model=True),
     Setting("channels", None, "1 (grey) or 3 (colour).", kind=int, choices=(1, 3), unset=FIRST_IMAGE, model=True),
     # one stride-2 stage per halving down to about 4x4: see default_widths
     Setting("widths", None, "Channels per stride-2 stage, e.g. 32,64,128.", kind=list, low=1,
@@ -46,7 +49,7 @@ TRAIN_SETTINGS = (
     Setting("patch_size", None, "Train on random crops of this size (the model's size), e.g. for photos.",
             kind=int, low=8, unset="whole images"),
     Setting("patches_per_image", 16, "With --patch-size: crops per image per epoch.", low=1),
-    Setting("resize", True, "Resize images of another size to the model's; --no-resize: they are an error."),
+    Setting("exact_size", False, "Images of another size than the model's are an error instead of being resized."),
     Setting("skip_bad", False, "Skip unreadable images with a warning each (and a count) instead of stopping."),
     # Adam's state is twice the weights: finished files leave it out unless asked
     Setting("keep_optimizer", False, "Keep Adam's state in the finished file (about 3x its size), so that "
@@ -246,6 +249,7 @@ def model_config_from_json(text: str) -> ModelConfig:
         raise ValueError("model_config is not a JSON object")
     variant = data.get("variant") or "ae"
     names = {s.name for s in model_settings(variant)}
+    data.setdefault("resize", "stretch")  # how files before format 3 fitted every image
     return ModelConfig(**{k: v for k, v in data.items() if k in names})
 
 
@@ -253,5 +257,7 @@ def train_config_from_json(text: str) -> TrainConfig:
     data = json.loads(text)
     if "strict" in data:  # earlier files stored the opposite flag, `strict`
         data["skip_bad"] = not data.pop("strict")
+    if isinstance(data.get("resize"), bool):  # before format 3: resize=false made other sizes an error
+        data["exact_size"] = not data.pop("resize")
     names = {s.name for s in TRAIN_SETTINGS}
     return TrainConfig(**{k: v for k, v in data.items() if k in names})

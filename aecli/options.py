@@ -1,6 +1,6 @@
 """Typer options made from declared settings (aecli/settings.py), and help that groups them.
 
-`ae train` takes one option per setting: `--latent-dim`, `--no-resize`, `--widths 32,64`. Each
+`ae train` takes one option per setting: `--latent-dim`, `--no-bottleneck`, `--widths 32,64`. Each
 defaults to None ("not given"), so a YAML file's value shows through unless a flag overrides it;
 the default that --help shows is the declared one, with the variants that change it.
 """

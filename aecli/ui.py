@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aecli.io.files import leader_writes
+from aecli.io.modelfile import learnt
 from aecli.ranks import leader
 
 err = Console(stderr=True, highlight=False)
@@ -177,6 +178,13 @@ def model_table(info: dict[str, Any]) -> Table:
             table.add_row(
                 f"calibration {name}",
                 f"{calibration['split']} n={stats['n']} median={stats['median']:.4g} p99={stats['p99']:.4g}",
+            )
+        measured = learnt(calibration)
+        if measured:
+            mse, variance = measured
+            table.add_row(
+                "learnt",
+                f"held-out mse {mse:.3g}: {mse / variance:.0%} of the images' variance around their mean ({variance:.3g})",
             )
     else:
         table.add_row("calibration", "none")

@@ -80,7 +80,6 @@ def test_shell_completion_scripts_are_offered(run):
     assert result.exit_code == 0 and "_ae_completion" in result.stdout and "complete" in result.stdout
 
 
-
 def test_scoring_a_png_imports_neither_torchvision_nor_torch_dynamo(models, tmp_path):
     """Both cost seconds of start-up that one-shot commands on PNGs and arrays never need."""
     from tests.conftest import blobs, write_pngs

@@ -34,8 +34,8 @@ def test_a_version_1_file_gives_the_same_latents_scores_and_pictures(run, tmp_pa
     assert run("encode", inputs, "-m", model, "-o", "z.npy", *cpu).exit_code == 0
     np.testing.assert_allclose(np.load(tmp_path / "z.npy"), expected["latents"], rtol=1e-5, atol=1e-6)
     for key in (k for k in expected.files if k.startswith("score.")):
-        metric = key[len("score.") :]  # --resize: as version 1 scored patch models (now they score in tiles)
-        result = run("score", inputs, "-m", model, "--metric", metric, "--format", "csv", "--resize", *cpu)
+        metric = key[len("score.") :]  # --whole: as version 1 scored patch models (now they score in tiles)
+        result = run("score", inputs, "-m", model, "--metric", metric, "--format", "csv", "--whole", *cpu)
         scores = [float(line.split(",")[1]) for line in result.stdout.splitlines()[1:]]
         np.testing.assert_allclose(scores, expected[key], rtol=1e-5, atol=1e-7, err_msg=key)
     if "decoded" in expected.files:

@@ -282,5 +282,5 @@ def test_a_patch_model_scores_larger_images_in_tiles_at_their_own_resolution(run
     maps = sorted((tmp_path / "maps").rglob("*.png"))
     assert maps and all(Image.open(m).height == 3 * 48 for m in maps)  # stitched at 48x48, shown 3x
 
-    resized = run(*common, "--resize")
+    resized = run(*common, "--whole")
     assert resized.exit_code == 0 and resized.stdout != tiled.stdout  # squashed to 16x16: a choice, not a default

@@ -69,9 +69,9 @@ def test_mixed_sizes_are_resized_or_rejected_with_no_resize(run, tmp_path):
     write_pngs(tmp_path / "mixed", blobs(6, size=16))
     write_pngs(tmp_path / "mixed", blobs(6, size=20), prefix="big")
     assert run("train", tmp_path / "mixed", "-o", "m.safetensors", *FAST).exit_code == 0
-    result = run("train", tmp_path / "mixed", "--image-size", "16", "--no-resize", "-o", "m.safetensors", *FAST)
+    result = run("train", tmp_path / "mixed", "--image-size", "16", "--exact-size", "-o", "m.safetensors", *FAST)
     assert result.exit_code == 1
-    assert "20x20" in result.stderr and "--no-resize" in result.stderr
+    assert "20x20" in result.stderr and "--exact-size" in result.stderr
 
 
 def test_yaml_config_with_flags_overriding_it(run, npy_file, tmp_path):
@@ -202,7 +202,9 @@ def test_unreadable_images_are_fatal_or_skipped_and_counted_with_skip_bad(run, p
     (png_dir / ".hidden.png").write_bytes(b"ignored: hidden files are skipped")
     fatal = run("train", png_dir, *FAST, "-o", "m.safetensors")
     assert fatal.exit_code == 1 and "broken.png" in fatal.stderr
-    result = run("train", png_dir, "--epochs", "3", "--batch-size", "8", "--val-split", "0", "--skip-bad", "-o", "m.safetensors")
+    result = run(
+        "train", png_dir, "--epochs", "3", "--batch-size", "8", "--val-split", "0", "--skip-bad", "-o", "m.safetensors"
+    )
     assert result.exit_code == 0
     assert result.stderr.count("skipped") == 2 and "broken.png" in result.stderr  # once, not every epoch
     assert modelfile.load("m.safetensors").training["skipped_images"] == 1

@@ -263,14 +263,36 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return x.expand(*x.shape[:-3], 3, *x.shape[-2:])
 
 
-def to_size(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize (…, C, H, W) to size x size with antialiased bilinear filtering.
+def to_size(x: torch.Tensor, size: int, mode: str = "stretch") -> torch.Tensor:
+    """Fit (…, C, H, W) to size x size, resampled with antialiased bilinear filtering.
 
-    Aspect ratio is not kept: a 64x48 image is stretched to the model's square, so no pixel
-    of the input is cropped away (what matters for anomaly scores).
+    pad: the longer side to `size`, the shorter one padded with its edge pixels; the aspect ratio
+         is kept and no pixel is lost, so a defect at the border still counts.
+    crop: the shorter side to `size`, the centre cut out; aspect kept, the margins lost.
+    stretch: each side to `size`; nothing lost, the shapes distorted.
     """
     if x.shape[-2:] == (size, size):
         return x
     batch = x if x.dim() == 4 else x.unsqueeze(0)
-    out = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.clamp_(0, 1) if x.dim() == 4 else out[0].clamp_(0, 1)
+    (h, w), top, left = layout(*x.shape[-2:], size, mode)
+    if (h, w) != tuple(x.shape[-2:]):
+        batch = F.interpolate(batch, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+    if mode == "pad":
+        batch = F.pad(batch, (left, size - w - left, top, size - h - top), mode="replicate")
+    elif mode == "crop":
+        batch = batch[..., -top : -top + size, -left : -left + size]
+    return batch if x.dim() == 4 else batch[0]
+
+
+def layout(h: int, w: int, size: int, mode: str) -> tuple[tuple[int, int], int, int]:
+    """The size an h x w image is scaled to when fitted to a size x size square, and where it
+    sits (top, left): inside the square for pad, around it (negative offsets) for crop."""
+    if mode == "stretch":
+        return (size, size), 0, 0
+    if mode == "pad":  # the longer side to size: the other no longer than it
+        scale = size / max(h, w)
+        h, w = min(size, max(1, round(h * scale))), min(size, max(1, round(w * scale)))
+    else:  # crop: the shorter side to size, the other no shorter than it
+        scale = size / min(h, w)
+        h, w = max(size, round(h * scale)), max(size, round(w * scale))
+    return (h, w), (size - h) // 2, (size - w) // 2

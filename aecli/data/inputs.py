@@ -118,18 +118,26 @@ class ImageSet:
         raise InputError(f"no readable images in {self.description}")
 
     def load(
-        self, indices: np.ndarray, channels: int | None, size: int | None, resize: bool = True, strict: bool = False
+        self,
+        indices: np.ndarray,
+        channels: int | None,
+        size: int | None,
+        resize: str | None = "stretch",
+        strict: bool = False,
     ) -> Batch:
         """Read the images at `indices` as one batch fitted to the model's channels and size.
 
-        channels=None keeps each image's colour (alpha dropped); size=None keeps its size.
+        channels=None keeps each image's colour (alpha dropped); size=None keeps its size. resize:
+        how another size is fitted (pad, crop or stretch: data.images.to_size); None: an error.
         """
         try:
             return self._load(indices, channels, size, resize, strict)
         except InputError as e:
             return Batch([], torch.empty(0, dtype=torch.long), error=str(e))
 
-    def _load(self, indices: np.ndarray, channels: int | None, size: int | None, resize: bool, strict: bool) -> Batch:
+    def _load(
+        self, indices: np.ndarray, channels: int | None, size: int | None, resize: str | None, strict: bool
+    ) -> Batch:
         pieces, kept, skipped = [], [], []
         groups: dict[int, list[int]] = {}
         for i in indices.tolist():
@@ -171,13 +179,13 @@ class ImageSet:
         return Batch(pixels, index, skipped)
 
     @staticmethod
-    def _fit(x: torch.Tensor, channels: int | None, size: int | None, resize: bool, name: object) -> torch.Tensor:
-        if size and not resize and tuple(x.shape[-2:]) != (size, size):
+    def _fit(x: torch.Tensor, channels: int | None, size: int | None, resize: str | None, name: object) -> torch.Tensor:
+        if size and resize is None and tuple(x.shape[-2:]) != (size, size):
             h, w = x.shape[-2:]
-            raise InputError(f"{name}: image is {w}x{h}, the model takes {size}x{size} (drop --no-resize to resize)")
+            raise InputError(f"{name}: image is {w}x{h}, the model takes {size}x{size} (drop --exact-size to resize)")
         c = x.shape[-3]
         x = to_channels(x, channels or (c - 1 if c in (2, 4) else c))
-        return to_size(x, size) if size else x
+        return to_size(x, size, resize) if size else x
 
 
 def open_inputs(

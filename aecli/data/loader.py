@@ -25,7 +25,7 @@ class _Batches(Dataset):
     images: ImageSet
     channels: int
     size: int
-    resize: bool
+    resize: str | None
     strict: bool
 
     def __getitem__(self, indices: np.ndarray) -> Batch:
@@ -61,11 +61,14 @@ def stream(
     size: int,
     *,
     workers: int | None = None,
-    resize: bool = True,
+    resize: str | None = "stretch",
     strict: bool = False,
     pin_memory: bool = False,
 ) -> Iterator[Batch]:
-    """Yield each batch in order; a fatal input error is raised here, in the main process."""
+    """Yield each batch in order; a fatal input error is raised here, in the main process.
+
+    resize: how images of another size are fitted (data.images.to_size), None: they are an error.
+    """
     workers = default_workers(images) if workers is None else workers
     if workers and _decodes_with_torchvision(images):
         torchvision_decoder()  # once, here: forked workers inherit it

@@ -37,7 +37,14 @@ class Patches:
         c, _, _ = self.images.first_shape(strict)
         return c, self.size, self.size
 
-    def load(self, indices: np.ndarray, channels: int | None, size: int | None, resize: bool = True, strict: bool = False) -> Batch:
+    def load(
+        self,
+        indices: np.ndarray,
+        channels: int | None,
+        size: int | None,
+        resize: str | None = "stretch",
+        strict: bool = False,
+    ) -> Batch:
         """Read each source image once, then cut its patches; `size` is the patch size already."""
         sources = np.unique(np.asarray(indices) // self.per_image)
         batch = self.images.load(sources, channels, None, resize, strict)

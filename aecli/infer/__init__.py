@@ -19,7 +19,7 @@ from aecli import distributed, runtime
 from aecli.io import modelfile
 from aecli.config import ModelConfig
 from aecli.data import Batch, ImageSet, batch_indices, stream
-from aecli.data.images import IMAGE_SUFFIXES, read_image, to_channels, to_size
+from aecli.data.images import IMAGE_SUFFIXES, layout, read_image, to_channels, to_size
 from aecli.errors import AecliError, InputError, UsageError
 from aecli.infer.tiles import apply_tiled
 
@@ -86,11 +86,12 @@ def load_model(path: Path, device: str | None = None) -> Loaded:
 
 def batches(
     loaded: Loaded, images: ImageSet, rows: np.ndarray | None = None, *, batch_size: int = 256,
-    workers: int | None = None, resize: bool = True, strict: bool = True, progress: Progress | None = None,
+    workers: int | None = None, exact_size: bool = False, strict: bool = True, progress: Progress | None = None,
     native: bool = False,
 ) -> Iterator[Batch]:  # fmt: skip
-    """The images at `rows` (default: all) in order, in batches fitted to the model (or at their
-    own size and colour with native=True); skipped images are reported, fatal when strict.
+    """The images at `rows` (default: all) in order, in batches fitted to the model as it was
+    trained (its `resize`: pad, crop or stretch), or at their own size and colour with native=True;
+    exact_size makes another size an error. Skipped images are reported, fatal when strict.
 
     Under torchrun each process takes its own contiguous block of the batches (see
     distributed.shard_batches), so every process must call this with the same rows.
@@ -102,7 +103,8 @@ def batches(
     loader = stream(
         images, mine,
         None if native else cfg.channels, None if native else cfg.image_size,
-        workers=workers, resize=resize, strict=strict, pin_memory=loaded.device.type == "cuda",
+        workers=workers, resize=None if exact_size else cfg.resize, strict=strict,
+        pin_memory=loaded.device.type == "cuda",
     )  # fmt: skip
     for batch in loader:
         for message in batch.skipped:
@@ -133,7 +135,7 @@ class Latents:
 @torch.no_grad()
 def encode(
     loaded: Loaded, images: ImageSet, *, batch_size: int = 256, workers: int | None = None, sample: bool = False,
-    seed: int = 0, resize: bool = True, strict: bool = True, progress: Progress | None = None,
+    seed: int = 0, exact_size: bool = False, strict: bool = True, progress: Progress | None = None,
 ) -> Latents:  # fmt: skip
     """Latent vectors of every image; a VAE gives its posterior mean, or a draw with sample=True.
 
@@ -142,7 +144,9 @@ def encode(
     Under torchrun each process encodes its block of the batches; distributed.gathered joins them.
     """
     vectors, index, skipped = [], [], 0
-    stream_options = dict(batch_size=batch_size, workers=workers, resize=resize, strict=strict, progress=progress)
+    stream_options = dict(
+        batch_size=batch_size, workers=workers, exact_size=exact_size, strict=strict, progress=progress
+    )
     for batch in batches(loaded, images, **stream_options):
         skipped += len(batch.skipped)
         if not len(batch.index):
@@ -185,7 +189,7 @@ class Denoised:
 
     index: int
     noisy: torch.Tensor  # (C, H, W) what went into the model
-    clean: torch.Tensor  # (C, H, W) the model's estimate, the input's size (the model's with resize)
+    clean: torch.Tensor  # (C, H, W) the model's estimate, the input's size (the model's, less padding, with whole)
 
 
 def add_noise(x: torch.Tensor, sigma: float, seed: int, index: int) -> torch.Tensor:
@@ -196,7 +200,7 @@ def add_noise(x: torch.Tensor, sigma: float, seed: int, index: int) -> torch.Ten
 
 @torch.no_grad()
 def denoise(
-    loaded: Loaded, images: ImageSet, *, noise: float = 0.0, seed: int = 0, resize: bool = False,
+    loaded: Loaded, images: ImageSet, *, noise: float = 0.0, seed: int = 0, whole: bool = False,
     overlap: float = 0.5, batch_size: int = 64, workers: int | None = None, strict: bool = True,
     progress: Progress | None = None,
 ) -> Iterator[Denoised]:  # fmt: skip
@@ -204,7 +208,8 @@ def denoise(
     (a fully convolutional model) or in tiles.
 
     Colour images go through a 1-channel model channel by channel; grey ones through a 3-channel
-    model as grey RGB. With resize=True, images are resized to the model's size instead of tiled.
+    model as grey RGB. With whole=True, each image is fitted to the model's size as it was trained
+    (its `resize`) instead of tiled; padding is cut away again, so the result keeps the aspect ratio.
     """
     cfg = loaded.config
     for batch in batches(
@@ -212,9 +217,10 @@ def denoise(
     ):
         if not len(batch.index):
             continue
-        inputs = []
+        inputs, shapes = [], []
         for x, i in zip(batch.pixels, batch.index.tolist()):
-            x = to_size(x, cfg.image_size) if resize else x
+            shapes.append(tuple(x.shape[-2:]))
+            x = to_size(x, cfg.image_size, cfg.resize) if whole else x
             inputs.append(add_noise(x, noise, seed, i) if noise > 0 else x)
         fitted = [_fit_channels(x, cfg.channels) for x in inputs]
         direct = [n for n, f in enumerate(fitted) if f.shape[-2:] == (cfg.image_size, cfg.image_size)]
@@ -234,7 +240,18 @@ def denoise(
                 tiles = [apply_tiled(loaded, piece, cfg.image_size, overlap, batch_size) for piece in f]
                 outputs[n] = torch.stack(tiles)
         for n, (x, i) in enumerate(zip(inputs, batch.index.tolist())):
-            yield Denoised(i, x, _unfit_channels(outputs[n], x.shape[0]))
+            clean = _unfit_channels(outputs[n], x.shape[0])
+            if whole:
+                x, clean = (_unpadded(t, shapes[n], cfg.image_size, cfg.resize) for t in (x, clean))
+            yield Denoised(i, x, clean)
+
+
+def _unpadded(y: torch.Tensor, shape: tuple[int, int], size: int, mode: str) -> torch.Tensor:
+    """A model-sized result of an image fitted by padding, without the padding: the aspect kept."""
+    if mode != "pad" or tuple(shape) == (size, size):
+        return y
+    (h, w), top, left = layout(*shape, size, mode)
+    return y[..., top : top + h, left : left + w]
 
 
 def _fit_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
@@ -284,7 +301,7 @@ def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, steps: int) ->
     """Decoded points on the straight line between the latents of images a and b, ends included."""
     loaded.require_decoder()
     cfg = loaded.config
-    pair = torch.stack([to_size(to_channels(x, cfg.channels), cfg.image_size) for x in (a, b)])
+    pair = torch.stack([to_size(to_channels(x, cfg.channels), cfg.image_size, cfg.resize) for x in (a, b)])
     with runtime.autocast(loaded.device):
         za, zb = loaded.model.encode(pair.to(loaded.device)).float().flatten(1).cpu()
     t = torch.linspace(0, 1, steps)[:, None]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ from aecli.io.files import leader_writes, write_bytes_atomic
 from aecli.models.capabilities import capabilities_of
 
 FORMAT = "aecli"
-FORMAT_VERSION = 2  # 2: each variant stores only its own settings, and `bottleneck` (1: every variant's)
+FORMAT_VERSION = 3  # 3: `resize` (pad, crop or stretch); 2: each variant its own settings, and `bottleneck`
 _OPTIM = "optimizer."
 
 if TYPE_CHECKING:  # torch is imported where tensors are touched: `ae info` stays light
@@ -236,7 +235,9 @@ def describe(path: Path) -> dict[str, Any]:
             info[key] = json.loads(metadata[key]) if key in metadata else None
         except ValueError:
             raise ModelFileError(f"{path}: damaged aecli metadata ({key} is not JSON)") from None
-    info["problems"] = [*_non_finite_weights(path, _numpy_weights(path, tensors)), *_non_finite_metadata(path, info)]
+    bad = _non_finite_tensors(path, tensors)
+    info["problems"] = [*_non_finite_weights(path, bad), *_non_finite_metadata(path, info)]
+    info["caveats"] = [c for c in [learning_caveat(info["calibration"])] if c]
     return info
 
 
@@ -252,25 +253,62 @@ def _stored_config(path: Path, metadata: dict[str, str]) -> ModelConfig:
     return config
 
 
-def _numpy_weights(path: Path, tensors: dict[str, Stored]) -> Iterator[tuple[str, Any]]:
-    """The weights as numpy arrays, read where the header places them; bfloat16 as its bits."""
-    import numpy as np
+def _non_finite_tensors(path: Path, tensors: dict[str, Stored]) -> list[str]:
+    """The weights holding NaN or infinity, found in the file's bytes (no torch, no numpy)."""
+    bad = []
+    with open(path, "rb") as f:
+        for name, t in tensors.items():
+            if name.startswith(_OPTIM) or t.dtype not in _EXPONENT:
+                continue  # whole numbers are always finite
+            f.seek(t.start)
+            if _any_non_finite(f.read(t.end - t.start), t.dtype):
+                bad.append(name)
+    return bad
 
-    kinds = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
-    for name, t in tensors.items():
-        if name.startswith(_OPTIM) or t.dtype not in kinds:
-            continue  # whole numbers are always finite
-        values = np.fromfile(path, kinds[t.dtype], (t.end - t.start) // _DTYPE_BYTES[t.dtype], offset=t.start)
-        if t.dtype == "BF16":  # all exponent bits set: infinite or NaN
-            values = np.where((values & 0x7F80) == 0x7F80, np.nan, 0.0)
-        yield name, values
+
+# per float type: its width in bytes, and the exponent's bits in its top byte and the one below
+_EXPONENT = {"F16": (2, 0x7C, 0x00), "BF16": (2, 0x7F, 0x80), "F32": (4, 0x7F, 0x80), "F64": (8, 0x7F, 0xF0)}
 
 
-def _non_finite_weights(path: Path, weights: Iterable[tuple[str, Any]]) -> list[str]:
+def _any_non_finite(data: bytes, dtype: str) -> bool:
+    """An IEEE float is infinite or NaN when all its exponent bits are set: tested on every value's
+    two top bytes (little-endian) at once, with bytes.translate and one AND of two big integers."""
+    width, high, low = _EXPONENT[dtype]
+
+    def all_set(start: int, mask: int) -> int:
+        table = bytes(int(b & mask == mask) for b in range(256))
+        return int.from_bytes(data[start::width].translate(table), "little")
+
+    return bool(all_set(width - 1, high) & all_set(width - 2, low))
+
+
+LEARNT_LITTLE = 0.5  # held-out mse at half the images' own variance or more: barely past the average image
+
+
+def learnt(calibration: Any) -> tuple[float, float] | None:
+    """(held-out mse, the held-out images' variance around their mean image), where both were measured."""
+    try:
+        mse, variance = float(calibration["metrics"]["mse"]["mean"]), float(calibration["pixel_variance"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (mse, variance) if variance > 0 and math.isfinite(mse) else None
+
+
+def learning_caveat(calibration: Any) -> str | None:
+    """When a model reconstructs held-out images hardly better than their average image does."""
+    measured = learnt(calibration)
+    if measured is None or measured[0] < LEARNT_LITTLE * measured[1]:
+        return None
+    mse, variance = measured
+    return (
+        f"the model has learnt little: its error on held-out images (mse {mse:.3g}) is {mse / variance:.0%} of "
+        f"what the images' average alone gives ({variance:.3g}); train for more steps (more --epochs, "
+        "a smaller --batch-size) or on more images"
+    )
+
+
+def _non_finite_weights(path: Path, bad: list[str]) -> list[str]:
     """A diverged training's weights: NaN or infinite values make every output and score NaN."""
-    import numpy as np
-
-    bad = [name for name, w in weights if not np.isfinite(np.asarray(w, dtype=np.float64)).all()]
     if not bad:
         return []
     return [f"{path}: its weights hold NaN or infinite values ({', '.join(bad[:2])}); its training diverged"]
@@ -320,7 +358,8 @@ def load(path: Path, with_optimizer: bool = False) -> ModelFile:
     except Exception as e:
         raise ModelFileError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
     weights = {k: v for k, v in tensors.items() if not k.startswith(_OPTIM)}
-    problems = [*_non_finite_weights(path, weights.items()), *_non_finite_metadata(path, extras)]
+    bad = [name for name, w in weights.items() if w.is_floating_point() and not w.isfinite().all()]
+    problems = [*_non_finite_weights(path, bad), *_non_finite_metadata(path, extras)]
     if problems:
         raise ModelFileError(problems[0])
     model.load_state_dict(weights)

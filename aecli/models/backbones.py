@@ -129,9 +129,7 @@ class UNetBackbone(_Backbone):
         self.stem = _block(channels, widths[0])
         self.downs = nn.ModuleList()
         for w_in, w_out in zip(widths, [*widths[1:], widths[-1]]):
-            self.downs.append(
-                nn.Sequential(nn.Conv2d(w_in, w_out, 3, stride=2, padding=1), nn.ReLU(inplace=True))
-            )
+            self.downs.append(nn.Sequential(nn.Conv2d(w_in, w_out, 3, stride=2, padding=1), nn.ReLU(inplace=True)))
         # the stages below the stem refine what each downsampling produced
         self.refine = nn.ModuleList(_block(w, w) for w in widths[1:])
         self.to_latent = nn.Sequential(*self._to_latent())

@@ -12,6 +12,7 @@ gathers them (see train/loop.py and the `calibrate` command).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,11 +46,16 @@ def summarize(scores: np.ndarray) -> dict[str, Any]:
     }
 
 
-def record(values: dict[str, np.ndarray], split: str, device: str = "cpu") -> dict[str, Any]:
+def record(
+    values: dict[str, np.ndarray], split: str, device: str = "cpu", pixel_variance: float | None = None
+) -> dict[str, Any]:
     """The calibration record of every metric's scores on normal images, `combined` included,
-    and where they were computed (scores are float32 on every device: see scores.image_scores)."""
+    and where they were computed (scores are float32 on every device: see scores.image_scores);
+    with the images' variance around their mean image (PixelMoments), when it was measured."""
     raw = {k: v for k, v in values.items() if k != "combined"}
     result = {"split": split, "device": device, "precision": "float32", "metrics": {}}
+    if pixel_variance is not None:
+        result["pixel_variance"] = _round(pixel_variance)
     result["metrics"] = {name: summarize(v) for name, v in raw.items()}
     add_combined(raw, result)  # standardised by the record just made
     if "combined" in raw:
@@ -86,17 +92,43 @@ def latents_of(model, device: torch.device, batches: Iterable[Batch]) -> list[np
     return rows
 
 
+@dataclass
+class PixelMoments:
+    """Per-pixel sums over model-sized images, for their variance around their mean image: the
+    error of a model that learnt only the average image, which a trained one must clearly beat."""
+
+    n: int = 0
+    total: np.ndarray | float = 0.0
+    squares: np.ndarray | float = 0.0
+
+    def add(self, pixels: torch.Tensor) -> None:
+        x = pixels.double().cpu().numpy()
+        self.n, self.total, self.squares = self.n + len(x), self.total + x.sum(0), self.squares + (x * x).sum(0)
+
+    @classmethod
+    def merge(cls, parts: list[PixelMoments]) -> PixelMoments:
+        return cls(sum(p.n for p in parts), sum(p.total for p in parts), sum(p.squares for p in parts))
+
+    def variance(self) -> float | None:
+        if self.n < 2:
+            return None
+        mean = self.total / self.n
+        return float(np.mean(self.squares / self.n - mean * mean))
+
+
 @torch.no_grad()
 def scores_of(
     model, device: torch.device, batches: Iterable[Batch], latents: dict[str, Any] | None,
-    tiling: Tiling | None = None,
+    tiling: Tiling | None = None, moments: PixelMoments | None = None,
 ) -> dict[str, list[np.ndarray]]:  # fmt: skip
     """Every metric's raw scores, batch by batch, as `ae score` computes them (in tiles with a
-    tiling); `latent` measured to the `latents` Gaussian."""
+    tiling); `latent` measured to the `latents` Gaussian. Model-sized images add to `moments`."""
     gaussian = LatentGaussian(latents) if latents else None
     values: dict[str, list[np.ndarray]] = {}
     for batch in batches:
         if len(batch.pixels):
+            if moments is not None and tiling is None:
+                moments.add(batch.pixels)
             raw, _, _ = batch_scores(model, device, batch.pixels, gaussian, tiling)
             for name, v in raw.items():
                 values.setdefault(name, []).append(v.numpy())

@@ -73,6 +73,11 @@ def run(
     return result
 
 
+def caveats(result: modelfile.ModelFile) -> list[str]:
+    """What the user should hear about the model just trained: a warning each."""
+    return [c for c in [modelfile.learning_caveat(result.calibration)] if c]
+
+
 def summary(result: modelfile.ModelFile, seconds: float) -> str:
     """One line on what was trained: `trained ae (conv, 28x28x1, latent 32) on 540 images, ...`."""
     c, t = result.config, result.training

@@ -149,14 +149,16 @@ def calibrate(run: Run):
     rows = distributed.concat(calibration.latents_of(run.model, run.device, fit_on))
     latents = calibration.latent_stats(np.concatenate(rows), "train") if rows else None
     held, tiling = run.held_out()
-    values = calibration.scores_of(run.model, run.device, held, latents, tiling)
+    moments = calibration.PixelMoments()
+    values = calibration.scores_of(run.model, run.device, held, latents, tiling, moments)
     values = distributed.concat_dict(values)
+    variance = distributed.gathered(moments).variance()  # of whole model-sized images: not a patch model's
     run.model.train()
     if not values:
         return latents, None
     split = "validation" if len(run.split.val) else "train"
     scores = {k: np.concatenate(v) for k, v in values.items()}
-    return latents, calibration.record(scores, split, run.device.type)
+    return latents, calibration.record(scores, split, run.device.type, variance)
 
 
 def learning_rate(tc: TrainConfig, cycles: list[int], epoch: int, step: int, steps_per_epoch: int) -> float:

@@ -197,9 +197,10 @@ class Run:
         channels, size = self.config.channels, self.config.image_size
         if whole and isinstance(images, Patches):
             images, channels, size = images.images, None, None
+        resize = None if tc.exact_size else self.config.resize
         return stream(
             images, batches, channels, size,
-            workers=tc.workers, resize=tc.resize, strict=not tc.skip_bad, pin_memory=pin_memory,
+            workers=tc.workers, resize=resize, strict=not tc.skip_bad, pin_memory=pin_memory,
         )  # fmt: skip
 
     def held_out(self):
