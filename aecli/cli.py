@@ -166,6 +166,10 @@ class _TrainCommand:
             option("preview", Optional[Path], None, "--preview", help="PNG grid of validation inputs and outputs."),
             option("plot", bool, False, "--plot",
                    help="Also draw train and validation loss per epoch to MODEL.loss.png (matplotlib)."),
+            option("log_dir", Optional[Path], None, "--log-dir", file_okay=False,
+                   help="Write TensorBoard logs to this folder, e.g. runs/NAME: loss terms, learning rate and "
+                   "images/s per step, validation loss and reconstructions per epoch, latents at the end "
+                   "(pip install 'aecli[tensorboard]')."),
             option("files_from", Optional[str], None, "--files-from",
                    help="Read more inputs, one per line, from FILE (- for stdin)."),
             option("max_pixels", Optional[int], None, "--max-pixels", min=1, show_default="100000000",
@@ -178,7 +182,8 @@ class _TrainCommand:
         return inspect.Signature([*self.own_options(), *setting_options()])
 
     def __call__(self, inputs=None, out=None, config=None, print_config=False, resume=False, preview=None,
-                 plot=False, files_from=None, max_pixels=None, quiet=False, **overrides) -> None:  # fmt: skip
+                 plot=False, log_dir=None, files_from=None, max_pixels=None, quiet=False,
+                 **overrides) -> None:  # fmt: skip
         from aecli.config import load_settings, to_yaml
 
         settings = load_settings(config, overrides)
@@ -192,7 +197,9 @@ class _TrainCommand:
         say = Messages(quiet)
         for name in settings.ignored:
             say.warn(f"--{name.replace('_', '-')} does not apply to --variant {settings.model.variant}: ignored")
-        job = training.plan(settings, overrides, out, resume=resume, preview=preview, plot=plot, config_file=config)
+        job = training.plan(
+            settings, overrides, out, resume=resume, preview=preview, plot=plot, log_dir=log_dir, config_file=config
+        )
         images = open_inputs(inputs or [], files_from, max_pixels, job.settings.train.skip_bad)
         if images.non_images:
             say.info(f"skipped {images.non_images} non-image file(s)")
@@ -209,6 +216,8 @@ class _TrainCommand:
             say.info(f"preview: {preview}")
         if job.loss_plot:
             say.info(f"loss curves: {job.loss_plot}")
+        if job.log_dir:
+            say.info(f"TensorBoard logs: {job.log_dir} (see them with: tensorboard --logdir {job.log_dir})")
         say.info(f"model: {job.out}")
 
 
@@ -587,6 +596,15 @@ def score(
         Optional[Path],
         typer.Option("--plot", help="Also draw a histogram of the scores and the threshold to this PNG (matplotlib)."),
     ] = None,
+    report: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--report",
+            file_okay=False,
+            help="Also write an HTML report to DIR/index.html: summary, histogram, the flagged images' maps; "
+            "with --labels ROC, precision-recall and the misses (matplotlib).",
+        ),
+    ] = None,
     labels: Annotated[
         Optional[str],
         typer.Option(
@@ -611,6 +629,7 @@ def score(
       ae score ./incoming -m ae.safetensors
       ae score ./incoming -m ae.safetensors --format jsonl > scores.jsonl
       ae score ./test -m ae.safetensors --labels folders --maps maps/ --plot scores.png
+      ae score ./test -m ae.safetensors --labels folders --report report/
       ae score ./incoming -m ae.safetensors --contamination 0.05 --fail-on-anomaly
     """
     from aecli import infer
@@ -634,7 +653,13 @@ def score(
         check_available()
     _outputs(out, plot)
     _output_dirs(maps)
+    if report:
+        from aecli.report import score_report
+
+        score_report.check(report)
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
+    if report:
+        score_report.check(report, images)
     truth = None
     if labels:
         from aecli.scoring.labels import labels_for
@@ -670,6 +695,9 @@ def score(
         auroc = result.evaluation.auroc if result.evaluation is not None else None
         score_histogram(result.scores.of(result.metric), result.threshold, plot, result.labels, result.metric, auroc)
         say.info(f"histogram: {plot}")
+    if report:
+        made = score_report.write_score_report(report, loaded, images, result, **options)
+        say.info(f"report: {made.index}")
     if fail_on_anomaly and flagged:
         raise typer.Exit(3)
 
@@ -724,6 +752,43 @@ def calibrate(
     modelfile.replace_calibration(model, record, out)
     p99 = record["metrics"]["mse"]["p99"]
     say.info(f"calibrated {out or model} on {len(scores.index)} images ({images.description}); mse p99 {p99:.6g}")
+
+
+@command()
+def export(
+    model: ModelPath = ...,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "-o", "--out", help="Base name of the files: m.onnx writes m.encode.onnx, m.score.onnx, ...",
+            show_default="MODEL with .onnx",
+        ),
+    ] = None,
+    fpr: Annotated[
+        float, typer.Option("--fpr", help="False-positive rate of the calibrated thresholds stored (as ae score --fpr).")
+    ] = 0.01,
+    quiet: Quiet = False,
+) -> None:
+    """Write a model as ONNX graphs that run with onnxruntime alone.
+
+    One file per function the model has: encode, decode, reconstruct or denoise, and score (every
+    metric, the flag at the calibrated threshold, the error map). Each takes uint8 pixels
+    (N, H, W, C) and does the model's scaling, channels and fitting itself; the config and the
+    thresholds are in its metadata. Every graph is checked against ae before it is written; the
+    paths go to stdout. Needs pip install 'aecli[onnx]'; see docs/export.md.
+
+    \b
+    Examples:
+      ae export -m ae.safetensors -o ae.onnx
+      python examples/onnx-score.py ./incoming ae.score.onnx > scores.csv
+    """
+    from aecli.export import export as to_onnx
+    from aecli.ui import Messages
+
+    done = to_onnx(model, out, fpr=fpr)
+    for exported in done:
+        typer.echo(exported.path)
+    Messages(quiet).info(f"exported {', '.join(e.function for e in done)}, each checked against ae in onnxruntime")
 
 
 @command()

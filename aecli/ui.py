@@ -75,17 +75,19 @@ class TrainProgress:
         )  # fmt: skip
         self.started = time.perf_counter()
 
-    def step(self, epoch: int, step: int, loss: float, images: int) -> None:
+    def step(self, epoch: int, step: int, losses: dict[str, float], images: int, lr: float) -> None:
         self.images += images
         rate = self.images / max(time.perf_counter() - self.started, 1e-9)
         self.progress.update(
             self.task, completed=epoch * self.steps + step + 1,
-            epoch=f"{epoch + 1}/{self.epochs}", loss=f"{loss:.4g}", rate=f"{rate:,.0f}",
+            epoch=f"{epoch + 1}/{self.epochs}", loss=f"{losses['loss']:.4g}", rate=f"{rate:,.0f}",
         )  # fmt: skip
 
     def epoch_end(self, epoch: int, train_loss: float, val_loss: float | None) -> None:
         val = f"  val {val_loss:.5g}" if val_loss is not None else ""
         self.messages.info(f"epoch {epoch + 1}/{self.epochs}  train {train_loss:.5g}{val}")
+
+    def saved(self, epoch: int, run: object) -> None: ...
 
     def skipped(self, message: str) -> None:
         self.messages.warn(f"skipped {message}")

@@ -88,13 +88,19 @@ def test_distributed_encode_is_byte_identical_to_one_process(run, models, pngs, 
 
 
 def test_distributed_score_is_byte_identical_to_one_process(run, models, pngs, tmp_path, one_thread):
-    common = ["score", pngs, "-m", models["ae"], "--batch-size", "8", "--threshold", "p90", "--format", "csv"]
-    single = run(*common)
+    common = ["score", pngs, "-m", models["ae"], "--batch-size", "8", "--threshold", "p75", "--format", "csv"]
+    single = run(*common, "--report", "one")
     assert single.exit_code == 0, single.stderr
-    done = torchrun(*common, cwd=tmp_path)
+    done = torchrun(*common, "--report", "two", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == single.stdout  # rank 0 alone writes; the percentile is over all 64 scores
-    assert "p90: the 90th percentile of 64 scored images" in done.stderr
+    assert "p75: the 75th percentile of 64 scored images" in done.stderr
+    one, two = (sorted(p.relative_to(tmp_path / d) for p in (tmp_path / d).rglob("*")) for d in ("one", "two"))
+    maps = [p for p in one if p.parts[0] == "maps"]
+    assert one == two and len(maps) == 1 + 16  # the folder and 16 maps: two batches of 8, one per process
+    for name in one:  # each process drew the maps of its own batches; rank 0 the page, CSV and plot
+        if (tmp_path / "one" / name).is_file():
+            assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
 
 def test_distributed_denoise_writes_the_same_files_and_report(run, models, pngs, tmp_path, one_thread):

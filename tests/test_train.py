@@ -122,7 +122,7 @@ class _StopAt(Callbacks):
     def __init__(self, stop: threading.Event, at: int):
         self.stop, self.at = stop, at
 
-    def step(self, epoch, step, loss, images):
+    def step(self, epoch, step, losses, images, lr):
         if epoch == 1 and step == self.at:
             self.stop.set()
 

@@ -33,6 +33,9 @@ class Patches:
     def name(self, i: int) -> str:
         return f"{self.images.name(i // self.per_image)}@patch{i % self.per_image}"
 
+    def label(self, i: int) -> int | None:
+        return self.images.label(i // self.per_image)
+
     def first_shape(self, strict: bool = False) -> tuple[int, int, int]:
         c, _, _ = self.images.first_shape(strict)
         return c, self.size, self.size

@@ -31,9 +31,15 @@ def write_preview(
     path: Path, model, images, rows: np.ndarray, config: ModelConfig, device: torch.device, count: int = 8
 ) -> None:
     """Rows of inputs (then their corrupted copies, for a denoiser) and of its outputs."""
-    batch = images.load(np.asarray(rows[:count]), config.channels, config.image_size)
-    x = batch.pixels.to(device)
+    batch = images.load(np.asarray(rows[:count]), config.channels, config.image_size, config.resize)
     model.eval()
+    save_grid(path, preview_rows(model, batch.pixels.to(device), device), nrow=len(batch.pixels))
+
+
+@torch.no_grad()
+def preview_rows(model, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The images x, then their corrupted copies (a denoiser's, with the same noise every call),
+    then the outputs of the model (in eval mode): one batch on the CPU, to be drawn len(x) to a row."""
     shown = [x]
     if model.capabilities.denoise:
         torch.manual_seed(0)
@@ -41,7 +47,7 @@ def write_preview(
         shown.append(x)
     with runtime.autocast(device):
         shown.append(model(x))
-    save_grid(path, torch.cat([s.float().cpu() for s in shown]), nrow=len(batch.pixels))
+    return torch.cat([s.float().cpu() for s in shown])
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:

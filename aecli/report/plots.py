@@ -318,3 +318,69 @@ def score_histogram(
         heading = title or f"{metric} scores of {len(values)} images"
         ax.set_title(heading + (f", AUROC {auroc:.3f}" if both else ""))
         ax.legend()
+
+
+def _operating_point(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[int, int, int]:
+    """Caught anomalies, false alarms and flagged images at `score > threshold` (the rule `ae score` applies)."""
+    flagged = scores > threshold
+    return int((flagged & labels).sum()), int((flagged & ~labels).sum()), int(flagged.sum())
+
+
+@leader_writes
+def roc_plot(
+    scores: np.ndarray, labels: np.ndarray, path: Path, threshold: float | None = None, metric: str = "anomaly"
+) -> None:
+    """The ROC curve (anomalies caught against normal images flagged, over every threshold), its
+    AUROC in the title, and where the threshold in use sits on it."""
+    from aecli.scoring import metrics
+
+    values, truth = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels).astype(bool).ravel()
+    fpr, tpr = metrics.roc_points(values, truth)
+    with _figure(path) as figure:
+        ax = figure.add_subplot()
+        ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="chance")
+        ax.plot(fpr, tpr, color="C0", linewidth=2, label=f"{metric} ({truth.sum()} anomalous, {(~truth).sum()} normal)")
+        if threshold is not None and np.isfinite(threshold):
+            caught, false_alarms, _ = _operating_point(values, truth, threshold)
+            x, y = false_alarms / (~truth).sum(), caught / truth.sum()
+            ax.scatter(
+                [x], [y], s=80, color="black", zorder=3, label=f"threshold {threshold:.4g}: FPR {x:.3f}, TPR {y:.3f}"
+            )
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_aspect("equal")
+        ax.set_xlabel("false-positive rate (normal images flagged)")
+        ax.set_ylabel("true-positive rate (anomalies flagged)")
+        ax.set_title(f"ROC of {metric} scores, AUROC {metrics.auroc(values, truth):.3f}")
+        ax.legend(loc="lower right")
+
+
+@leader_writes
+def precision_recall_plot(
+    scores: np.ndarray, labels: np.ndarray, path: Path, threshold: float | None = None, metric: str = "anomaly"
+) -> None:
+    """Precision against recall over every threshold, as steps (their area is the average precision in
+    the title), the share of anomalies (what flagging at random gives), and the threshold in use."""
+    from aecli.scoring import metrics
+
+    values, truth = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels).astype(bool).ravel()
+    recall, precision = metrics.pr_points(values, truth)
+    with _figure(path) as figure:
+        ax = figure.add_subplot()
+        share = truth.mean()
+        ax.axhline(share, color="0.6", linestyle=":", linewidth=1, label=f"share of anomalies ({share:.3f})")
+        ax.step(np.r_[0.0, recall], np.r_[precision[0], precision], where="pre", color="C0", linewidth=2, label=metric)
+        if threshold is not None and np.isfinite(threshold):
+            caught, _, flagged = _operating_point(values, truth, threshold)
+            if flagged:
+                x, y = caught / truth.sum(), caught / flagged
+                ax.scatter(
+                    [x], [y], s=80, color="black", zorder=3,
+                    label=f"threshold {threshold:.4g}: recall {x:.3f}, precision {y:.3f}",
+                )  # fmt: skip
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.05)
+        ax.set_xlabel("recall (anomalies flagged)")
+        ax.set_ylabel("precision (flagged images that are anomalies)")
+        ax.set_title(f"Precision-recall of {metric} scores, AP {metrics.average_precision(values, truth):.3f}")
+        ax.legend(loc="lower left")

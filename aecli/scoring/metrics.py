@@ -56,6 +56,31 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+def roc_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1): the ROC curve."""
+    scores, labels = _check(scores, labels)
+    _, tp, fp = _curve(scores, labels)
+    return np.r_[0.0, fp / (~labels).sum()], np.r_[0.0, tp / labels.sum()]
+
+
+def pr_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Recall and precision at every distinct threshold, high to low: the steps average_precision sums."""
+    scores, labels = _check(scores, labels)
+    _, tp, fp = _curve(scores, labels)
+    return tp / labels.sum(), tp / (tp + fp)
+
+
+def confusion(flagged: np.ndarray, labels: np.ndarray) -> dict[str, int]:
+    """Counts of flagged against labelled: caught anomalies, false alarms, missed anomalies, passed normals."""
+    flagged, labels = np.asarray(flagged).astype(bool), np.asarray(labels).astype(bool)
+    return {
+        "true_positives": int((flagged & labels).sum()),
+        "false_positives": int((flagged & ~labels).sum()),
+        "false_negatives": int((~flagged & labels).sum()),
+        "true_negatives": int((~flagged & ~labels).sum()),
+    }
+
+
 def f1_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
     """F1 of flagging `score > threshold` (the rule `ae score` applies)."""
     scores, labels = _check(scores, labels)

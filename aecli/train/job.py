@@ -1,12 +1,14 @@
 """The job behind `ae train`: settle the settings and outputs before any work, run fit(), draw the plot.
 
 Everything a user can get wrong (settings, --resume against changed flags, an output that is not
-a model file, unwritable paths, matplotlib missing) fails here, before a single image is read.
+a model file, unwritable paths, matplotlib or TensorBoard missing) fails here, before a single
+image is read.
 """
 
 from __future__ import annotations
 
 import threading
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,9 @@ from aecli.config import Settings
 from aecli.data import ImageSet
 from aecli.errors import UsageError
 from aecli.io import modelfile
-from aecli.io.files import check_writable
+from aecli.io.files import check_directory, check_writable
 from aecli.train.loop import fit
-from aecli.train.run import Callbacks, resume_settings
+from aecli.train.run import CallbackList, Callbacks, resume_settings
 
 
 @dataclass
@@ -30,11 +32,12 @@ class Job:
     previous: modelfile.ModelFile | None = None  # the run --resume continues
     preview: Path | None = None
     loss_plot: Path | None = None
+    log_dir: Path | None = None  # TensorBoard events (train/tensorboard.py)
 
 
 def plan(
     settings: Settings, overrides: dict[str, Any], out: Path | None = None, *, resume: bool = False,
-    preview: Path | None = None, plot: bool = False, config_file: Path | None = None,
+    preview: Path | None = None, plot: bool = False, log_dir: Path | None = None, config_file: Path | None = None,
 ) -> Job:  # fmt: skip
     """Check the outputs (and, with resume, that flags agree with the stored run) before any work."""
     if resume and config_file is not None:
@@ -49,6 +52,12 @@ def plan(
 
         plots.check_available()
         job.loss_plot = plots.loss_plot_path(out)
+    if log_dir is not None:
+        from aecli.train import tensorboard
+
+        tensorboard.check_available()
+        check_directory(log_dir)
+        job.log_dir = Path(log_dir)
     if resume:
         job.previous = modelfile.load(out, with_optimizer=True)
         job.settings = resume_settings(job.previous, overrides)
@@ -62,10 +71,16 @@ def plan(
 def run(
     job: Job, images: ImageSet, callbacks: Callbacks | None = None, stop: threading.Event | None = None
 ) -> modelfile.ModelFile:
-    """Train, then draw the loss curves if asked; under torchrun rank 0 draws them."""
-    result = fit(
-        images, job.settings, job.out, resume=job.previous, callbacks=callbacks, stop=stop, preview=job.preview
-    )
+    """Train (writing TensorBoard logs if asked), then draw the loss curves if asked; under torchrun
+    rank 0 draws and writes them."""
+    with ExitStack() as closing:
+        if job.log_dir is not None:
+            from aecli.train.tensorboard import TensorBoardLog
+
+            callbacks = CallbackList(callbacks or Callbacks(), closing.enter_context(TensorBoardLog(job.log_dir)))
+        result = fit(
+            images, job.settings, job.out, resume=job.previous, callbacks=callbacks, stop=stop, preview=job.preview
+        )
     if job.loss_plot and distributed.leader():
         from aecli.report import plots
 

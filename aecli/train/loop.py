@@ -52,6 +52,7 @@ def fit(
                 run.latent_stats, run.calibration = calibrate(run)
             run.save({"epoch": epoch + 1, "step": 0})
             cb.epoch_end(epoch, run.history.train_loss[-1], run.history.val_loss[-1] if val_loss is not None else None)
+            cb.saved(epoch, run)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; {out} holds the last saved epoch (continue with --resume)") from None
     if preview is not None and distributed.leader():
@@ -78,31 +79,35 @@ def train_epoch(run: Run, epoch: int, stop: threading.Event | None) -> float:
     for step, batch in enumerate(run.stream(batches, pin_memory=device.type == "cuda"), start=first):
         skipped = run.report_unreadable(batch.skipped)
         n = len(batch.pixels)
-        loss = None
+        lr = learning_rate(tc, run.history.cycles, epoch, step, run.steps_per_epoch)
+        terms = {}
         if n or distributed.active():  # under DDP every process takes every step, loaded or not
             for group in run.optimizer.param_groups:
-                group["lr"] = learning_rate(tc, run.history.cycles, epoch, step, run.steps_per_epoch)
+                group["lr"] = lr
             x = runtime.to_device(batch.pixels, device) if n else run.stand_in()
             torch.manual_seed(distributed.process_seed(runtime.step_seed(tc.seed, epoch, step + 1)))
             with runtime.autocast(device), run.frozen_statistics(blank=not n):
-                loss = run.step_loss({"images": x, "index": batch.index})["loss"]
-                loss = loss if n else loss * 0  # a stand-in adds nothing
+                terms = run.step_loss({"images": x, "index": batch.index})  # "loss", and any other named terms
+                loss = terms["loss"] if n else terms["loss"] * 0  # a stand-in adds nothing
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
         asked = stop is not None and stop.is_set()
-        if distributed.active():  # one all-reduce: the global batch's loss and size, and any stop
-            loss_sum, n, skipped, asked = distributed.sum_all([float(loss.detach()) * n, n, skipped, asked], device)
-            n, skipped, mean = int(n), int(skipped), loss_sum / max(n, 1)
+        values = term_values(terms)
+        if distributed.active():  # one all-reduce: the global batch's loss terms and size, and any stop
+            *sums, n, skipped, asked = distributed.sum_all([*(v * n for v in values), n, skipped, asked], device)
+            sums, n, skipped = dict(zip(terms, sums)), int(n), int(skipped)
+            loss_sum, losses = sums["loss"], {name: s / max(n, 1) for name, s in sums.items()}
         else:
-            loss_sum, mean = (loss.detach() * n, float(loss.detach())) if n else (0.0, 0.0)
+            loss_sum, losses = (loss.detach() * n, dict(zip(terms, values))) if n else (0.0, {})
+        mean = losses.get("loss", 0.0)
         total += loss_sum
         count += n
         run.history.images_seen += n
         run.history.skipped_images += skipped
         run.refuse_divergence(epoch, step, mean, "training")
         if n:
-            cb.step(epoch, step, mean, n)
+            cb.step(epoch, step, losses, n, lr)
         stopping = asked if distributed.active() else stop is not None and stop.is_set()  # asked during step()
         if stopping:
             run.history.interrupted_at = {"epoch": epoch, "step": step + 1}
@@ -113,6 +118,11 @@ def train_epoch(run: Run, epoch: int, stop: threading.Event | None) -> float:
                 f"{run.out} holds the weights so far: continue with --resume"
             )
     return float(total) / max(count, 1)
+
+
+def term_values(terms: dict[str, torch.Tensor]) -> list[float]:
+    """A step's loss terms as floats, read from the device in one go."""
+    return torch.stack([t.detach().float() for t in terms.values()]).tolist() if terms else []
 
 
 @torch.no_grad()

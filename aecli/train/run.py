@@ -23,12 +23,46 @@ from aecli.io import modelfile
 
 
 class Callbacks:
-    """What fit() reports; the CLI draws a progress bar from it. Every method may be left as is."""
+    """What fit() reports; the CLI draws a progress bar from it, --log-dir writes TensorBoard events
+    (train/tensorboard.py). Every method may be left as is.
+
+    step() gets the batch's mean of each named loss term ("loss" is the one minimised; a VAE adds
+    "reconstruction" and "kl") and the learning rate it took. saved() gets the run after each
+    epoch's save, for reporters that look at the model: they may run it, never change it.
+    """
 
     def start(self, epochs: int, steps: int, first_epoch: int, first_step: int) -> None: ...
-    def step(self, epoch: int, step: int, loss: float, images: int) -> None: ...
+    def step(self, epoch: int, step: int, losses: dict[str, float], images: int, lr: float) -> None: ...
     def epoch_end(self, epoch: int, train_loss: float, val_loss: float | None) -> None: ...
+    def saved(self, epoch: int, run: Run) -> None: ...
     def skipped(self, message: str) -> None: ...
+
+
+class CallbackList(Callbacks):
+    """Several Callbacks as one: each hears every report, in the order given."""
+
+    def __init__(self, *each: Callbacks):
+        self.each = each
+
+    def start(self, *args) -> None:
+        for callbacks in self.each:
+            callbacks.start(*args)
+
+    def step(self, *args) -> None:
+        for callbacks in self.each:
+            callbacks.step(*args)
+
+    def epoch_end(self, *args) -> None:
+        for callbacks in self.each:
+            callbacks.epoch_end(*args)
+
+    def saved(self, *args) -> None:
+        for callbacks in self.each:
+            callbacks.saved(*args)
+
+    def skipped(self, *args) -> None:
+        for callbacks in self.each:
+            callbacks.skipped(*args)
 
 
 @dataclass
