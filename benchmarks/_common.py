@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +19,18 @@ sys.path.insert(0, str(ROOT))
 
 from aecli.data.named import fashion_mnist_dirs  # noqa: E402
 from aecli.data.arrays import read_idx_array  # noqa: E402
+
+
+@contextmanager
+def workdir(given: Path | None, prefix: str) -> Iterator[Path]:
+    """Where a benchmark keeps its files: the folder given (kept afterwards), or a temporary one."""
+    work = (given or Path(tempfile.mkdtemp(prefix=prefix))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    finally:
+        if not given:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def fashion_mnist(split: str = "train") -> tuple[torch.Tensor, np.ndarray]:

@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import fashion_mnist
+from _common import fashion_mnist, workdir
 
 from aecli import infer
 from aecli.data import open_inputs
@@ -72,13 +70,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workdir", type=Path, help="for the images, model and graphs (default: a temporary one)")
     args = parser.parse_args()
-    work = (args.workdir or Path(tempfile.mkdtemp(prefix="onnx-encode-"))).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with workdir(args.workdir, "onnx-encode-") as work:
         measure(work, args.rounds)
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def measure(work: Path, rounds: int) -> None:

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from _common import ROOT
+from _common import ROOT, workdir
 
 TRAIN_EPOCHS, TRAIN_IMAGES = 2, 1800  # `sample` minus its 10 % validation split, per epoch
 ENCODE_COPIES, SAMPLE_IMAGES = 8, 2000  # `sample` listed 8 times
@@ -78,14 +76,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, help="where the models and latents go (default: a temporary directory)")
     args = parser.parse_args()
-    if args.workdir:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-    work = (args.workdir or Path(tempfile.mkdtemp(prefix="scaling-"))).resolve()
-    try:
+    with workdir(args.workdir, "scaling-") as work:
         measure(work, args.rounds)
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def measure(work: Path, rounds: int) -> None:
