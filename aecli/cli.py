@@ -7,6 +7,7 @@ only, so `ae --help` stays fast.
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 import os
@@ -21,7 +22,11 @@ import typer
 
 from aecli import __version__
 from aecli.errors import AecliError, InputError, UsageError
+from aecli.models.objectives.denoise import KINDS, PHOTON_KINDS
 from aecli.options import SectionedCommand, setting_options
+
+# what `ae denoise --add-noise` can add: the kinds of ae train --noise but mixed
+NoiseKind = enum.Enum("NoiseKind", [(kind, kind) for kind in (*KINDS, *PHOTON_KINDS)], type=str)
 
 app = typer.Typer(
     name="ae",
@@ -418,9 +423,23 @@ def denoise(
     add_noise: Annotated[
         float,
         typer.Option(
-            "--add-noise", min=0, help="Corrupt inputs with Gaussian noise of this std first (pixels in [0, 1])."
+            "--add-noise", min=0, help="Corrupt inputs with Gaussian noise of this std first (pixels in [0, 1]); "
+            "with --noise, that kind's strength as ae train --sigma takes it.",
         ),
     ] = 0.0,
+    noise: Annotated[
+        NoiseKind,
+        typer.Option(
+            "--noise", help="The kind of noise --add-noise adds, as ae train "
+            "--noise: poisson and poisson-gaussian (photons at --gain, then read noise of std --add-noise) need "
+            "no --add-noise.",
+        ),
+    ] = NoiseKind("gaussian"),
+    gain: Annotated[
+        Optional[float],
+        typer.Option("--gain", min=0, help="Photons at full intensity, for --noise poisson and "
+                     "poisson-gaussian."),
+    ] = None,
     save_noisy: Annotated[
         Optional[Path], typer.Option("--save-noisy", help="Directory for the noisy copies made by --add-noise.")
     ] = None,
@@ -465,6 +484,7 @@ def denoise(
       ae denoise ./noisy -m dae.safetensors -o ./clean
       ae denoise photo.jpg -m dae.safetensors -o out/
       ae denoise ./clean -m dae.safetensors --add-noise 0.2 --reference ./clean -o out/
+      ae denoise ./clean -m dae.safetensors --noise poisson --gain 30 --reference ./clean -o out/
     """
     from aecli import infer
     from aecli.data import open_inputs
@@ -477,8 +497,18 @@ def denoise(
         raise UsageError("nothing to write: give -o DIR (or --reference to only measure, --grid or --save-noisy)")
     if report and not reference:
         raise UsageError("--report needs --reference")
-    if save_noisy and not add_noise:
+    noise_kind = noise.value
+    photon = noise_kind in PHOTON_KINDS
+    if save_noisy and not add_noise and not photon:
         raise UsageError("--save-noisy needs --add-noise")
+    if gain is not None and gain <= 0:
+        raise UsageError("--gain must be > 0 (photons at full intensity)")
+    if photon and gain is None:
+        raise UsageError(f"--noise {noise_kind} needs --gain (photons at full intensity)")
+    if gain is not None and not photon:
+        raise UsageError("--gain needs --noise poisson or poisson-gaussian")
+    if noise_kind == "poisson" and add_noise:
+        raise UsageError("--noise poisson adds no read noise: use --noise poisson-gaussian with --add-noise")
     _outputs(report, grid)
     _output_dirs(out, save_noisy)
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
@@ -491,13 +521,17 @@ def denoise(
     references = infer.References(reference, images) if reference else None
     with StreamProgress(say, "denoise", images.refused) as progress:
         local = denoise_to_files(
-            loaded, images, targets, references, keep=nrow, noise=add_noise, seed=seed, whole=whole,
+            loaded, images, targets, references, keep=nrow, noise=add_noise, noise_kind=noise_kind,
+            gain=gain or 0.0, seed=seed, whole=whole,
             overlap=overlap, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress,
         )  # fmt: skip
     done = gathered(local)  # each process wrote its own images; the rest is written once
     write_summary(done, grid, report)
     if references:
-        print_quality(done.quality.summary(), len(done.quality.rows), add_noise)
+        added = f"{noise_kind} gain {gain:g}" if photon else f"{add_noise:g}" if add_noise else ""
+        if add_noise and noise_kind != "gaussian":
+            added += f", sigma {add_noise:g}" if photon else f" {noise_kind}"
+        print_quality(done.quality.summary(), len(done.quality.rows), added)
     say.info(f"denoised {done.count} images" + (f" to {out}/" if out else "") + (f"; grid: {grid}" if grid else ""))
 
 
@@ -523,22 +557,33 @@ def sample(
     steps: Annotated[
         int, typer.Option("--steps", min=2, help="--interpolate: images along the line, ends included.")
     ] = 8,
+    sampler: Annotated[
+        str,
+        typer.Option(
+            "--sampler",
+            metavar="normal|gmm[:K]",
+            help="What latents are drawn from: normal (a VAE's prior, a plain model's fitted Gaussian) or gmm, "
+            "the Gaussian mixture fitted to the training latents after training (`ae info` shows its K).",
+        ),
+    ] = "normal",
     seed: Seed = 0,
     device: Device = None,
     quiet: Quiet = False,
 ) -> None:
-    """Draw new images: from a VAE's prior, or from a plain model's latent Gaussian.
+    """Draw new images: from a VAE's prior, or a latent Gaussian or mixture (--sampler).
 
     \b
     Examples:
       ae sample -m vae.safetensors -n 64 -o samples/ --grid samples.png --seed 1
+      ae sample -m ae.safetensors --sampler gmm -n 64 --grid two-stage.png
       ae sample -m ae.safetensors --interpolate a.png b.png --steps 8 --grid walk.png
     """
-    from aecli import infer
+    from aecli import infer, samplers
     from aecli.io.pictures import write_numbered
     from aecli.ui import Messages
 
     say = Messages(quiet)
+    chosen = samplers.parse(sampler)
     if out is None and grid is None:
         raise UsageError("nothing to write: give -o DIR, --grid FILE, or both")
     _outputs(grid)
@@ -549,7 +594,7 @@ def sample(
         images = infer.interpolate(loaded, a, b, steps)
         what = f"{steps} steps from {interpolate[0]} to {interpolate[1]}"
     else:
-        images, source = infer.sample(loaded, n, temperature=temperature, seed=seed)
+        images, source = infer.sample(loaded, n, temperature=temperature, seed=seed, sampler=chosen)
         what = f"{n} samples from {source}"
     write_numbered([images], len(images), out, grid, nrow)
     say.info(f"drew {what}" + (f" to {out}/" if out else "") + (f"; grid: {grid}" if grid else ""))

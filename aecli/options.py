@@ -14,7 +14,8 @@ import typer
 from typer.core import TyperCommand
 
 from aecli.config import MODEL_SETTINGS, TRAIN_SETTINGS, objective_settings, variant_defaults
-from aecli.settings import SHARED, Setting
+from aecli.errors import UsageError
+from aecli.settings import SHARED, Setting, Span, parse_span
 
 MODEL_SECTION, TRAIN_SECTION = "Model options", "Training options"
 
@@ -49,6 +50,8 @@ def _parameter(setting: Setting, help_text: str, shown: str) -> inspect.Paramete
         decls = [f"{setting.flag}/--no-{setting.flag[2:]}"]
     elif kind is list:  # one comma-separated value (a list type would make the option repeatable)
         kind, extra = str, {"parser": parse_list, "metavar": "N,N,..."}
+    elif kind is Span:  # one number, or LO:HI
+        kind, extra = str, {"parser": _span_parser(setting.name), "metavar": "X|LO:HI"}
     option = typer.Option(*decls, help=help_text, show_default=shown, rich_help_panel=section(setting), **extra)
     return inspect.Parameter(
         setting.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[kind], option]
@@ -61,6 +64,16 @@ def parse_list(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated integers like 32,64,128, got '{text}'") from None
+
+
+def _span_parser(name: str):
+    def parse(text: str) -> float | list[float] | str:
+        try:
+            return parse_span(text, name)
+        except UsageError:
+            return text  # the setting's check rejects it in one line, as it does a YAML value
+
+    return parse
 
 
 class SectionedCommand(TyperCommand):

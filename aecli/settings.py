@@ -7,6 +7,7 @@ This module and every declaration stay free of torch, so `ae --help` stays fast.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +16,32 @@ from aecli.errors import UsageError
 SHARED = "all variants"  # the owner of a setting every objective uses
 
 
+class Span:
+    """A setting's kind: one number, or a range of them drawn from per image.
+
+    On the command line and in YAML a range is "LO:HI" (YAML may also say [LO, HI]); it is kept
+    and stored as the list [LO, HI] of floats. One number stays a number and means what it did.
+    """
+
+
+def parse_span(text: str, name: str = "value") -> float | list[float]:
+    """'0.2' -> 0.2 and '0:0.2' -> [0.0, 0.2]; anything else is a UsageError naming the setting."""
+    parts = str(text).split(":")
+    try:
+        numbers = [float(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2) or not all(map(math.isfinite, numbers)):
+        raise UsageError(f"{name} must be a number or a range LO:HI like 0:0.2, got '{text}'")
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
     default: Any
     help: str
-    kind: type | None = None  # int, float, str, bool or list (of ints); None: the default's type
+    kind: type | None = None  # int, float, str, bool, list (of ints) or Span; None: the default's type
     choices: tuple[Any, ...] = ()
     low: float | None = None
     high: float | None = None
@@ -59,30 +80,39 @@ class Setting:
             isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         ):
             raise UsageError(f"{self.name} must be a list of positive integers, got {value!r}")
-        numbers = value if kind is list else [value] if kind in (int, float) else []
+        is_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        if kind is Span and not is_number(value):
+            if not (isinstance(value, list) and len(value) == 2 and all(map(is_number, value))):
+                raise UsageError(f"{self.name} must be a number or a range LO:HI like 0:0.2, got {value!r}")
+            if value[0] >= value[1]:
+                raise UsageError(f"{self.name}'s range must go from low to high, got {_text(value, Span)}")
+        if kind in (int, float, Span):
+            numbers = value if isinstance(value, list) else [value]
+        else:
+            numbers = value if kind is list else []
         for number in numbers:
             too_low = self.low is not None and (number <= self.low if self.low_open else number < self.low)
             too_high = self.high is not None and number > self.high
             if too_low or too_high:
                 bounds = f"{'>' if self.low_open else '>='} {self.low}"
                 bounds += f" and <= {self.high}" if self.high is not None else ""
-                raise UsageError(f"{self.name} must be {bounds}, got {value}")
+                raise UsageError(f"{self.name} must be {bounds}, got {_text(value, Span) if kind is Span else value}")
 
     def describe_default(self, overrides: dict[str, Any] | None = None) -> str:
         """The default as --help shows it, with the variants that change it: '10; 20 for denoising'."""
-        text = self.unset if self.default is None and self.unset else _text(self.default)
+        text = self.unset if self.default is None and self.unset else _text(self.default, self.type)
         by_value: dict[str, list[str]] = {}
         for variant, value in (overrides or {}).items():
             if value != self.default:
-                by_value.setdefault(_text(value), []).append(variant)
+                by_value.setdefault(_text(value, self.type), []).append(variant)
         return "; ".join([text, *(f"{value} for {' and '.join(names)}" for value, names in by_value.items())])
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, kind: type | None = None) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):
-        return ",".join(map(str, value))
+        return (":" if kind is Span else ",").join(map(str, value))
     return "none" if value is None else str(value)
 
 

@@ -192,18 +192,26 @@ def model_table(info: dict[str, Any]) -> Table:
         table.add_row("calibration", "none")
     latents = info.get("latent_stats")
     table.add_row("latent stats", f"{latents['split']} n={latents['n']}" if latents else "none")
+    if info.get("samplers"):
+        table.add_row("samplers", ", ".join(info["samplers"]) + " (ae sample --sampler)")
+    active = info.get("active_latent_dims")
+    if active:
+        table.add_row(
+            "active latent dims",
+            f"{active['active']} of {active['of']} (posterior mean's variance over images > {active['threshold']:g})",
+        )
     table.add_row("resumable", "yes (optimizer state inside)" if info["resumable"] else "no")
     return table
 
 
 @leader_writes
-def print_quality(summary: dict[str, float], count: int, noise: float) -> None:
+def print_quality(summary: dict[str, float], count: int, noise: str) -> None:
     """`ae denoise --reference`: mean PSNR and SSIM before and after, on stdout (it is the result)."""
     table = Table(box=None, pad_edge=False, title=None)
     table.add_column(f"{count} images")
     table.add_column("PSNR dB", justify="right")
     table.add_column("SSIM", justify="right")
-    before = f"input (noise {noise:g})" if noise else "input"
+    before = f"input (noise {noise})" if noise else "input"  # what was added: "0.2", "poisson gain 30"
     table.add_row(before, f"{summary['psnr_before']:.2f}", f"{summary['ssim_before']:.4f}")
     table.add_row("denoised", f"{summary['psnr_after']:.2f}", f"{summary['ssim_after']:.4f}")
     print_table(table)

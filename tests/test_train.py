@@ -172,7 +172,7 @@ def test_ctrl_c_saves_exits_130_and_resume_matches_the_uninterrupted_run(run, tm
     ("args", "code", "message"),
     [
         (["missing-dir"], 1, "missing-dir: no such file, directory or dataset"),
-        (["sample", "--variant", "gan"], 2, "unknown variant 'gan' (known: ae, denoising, vae)"),
+        (["sample", "--variant", "gan"], 2, f"unknown variant 'gan' (known: {', '.join(list_variants())})"),
         (["sample", "--loss", "l1"], 2, "unknown loss 'l1'"),
         (["sample", "--device", "tpu"], 2, "unknown device 'tpu'"),
         (["sample", "--val-split", "1.5"], 2, "val_split must be"),

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aecli import distributed, runtime
+from aecli import distributed, runtime, samplers
 from aecli.io import modelfile
 from aecli.config import ModelConfig
 from aecli.data import Batch, ImageSet, batch_indices, stream
@@ -192,17 +192,22 @@ class Denoised:
     clean: torch.Tensor  # (C, H, W) the model's estimate, the input's size (the model's, less padding, with whole)
 
 
-def add_noise(x: torch.Tensor, sigma: float, seed: int, index: int) -> torch.Tensor:
-    """Gaussian noise of std sigma, clipped to [0, 1]; seeded per image, so batching never changes it."""
+def add_noise(
+    x: torch.Tensor, sigma: float, seed: int, index: int, kind: str = "gaussian", gain: float = 30.0
+) -> torch.Tensor:
+    """Noise of a kind `ae train --noise` knows (gaussian: std sigma), clipped to [0, 1]; seeded
+    per image, so batching never changes it."""
+    from aecli.models.objectives.denoise import corrupt
+
     generator = torch.Generator().manual_seed(runtime.step_seed(seed, 0, index))
-    return (x + sigma * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+    return corrupt(x, kind, sigma, gain, generator)
 
 
 @torch.no_grad()
 def denoise(
-    loaded: Loaded, images: ImageSet, *, noise: float = 0.0, seed: int = 0, whole: bool = False,
-    overlap: float = 0.5, batch_size: int = 64, workers: int | None = None, strict: bool = True,
-    progress: Progress | None = None,
+    loaded: Loaded, images: ImageSet, *, noise: float = 0.0, noise_kind: str = "gaussian", gain: float = 30.0,
+    seed: int = 0, whole: bool = False, overlap: float = 0.5, batch_size: int = 64, workers: int | None = None,
+    strict: bool = True, progress: Progress | None = None,
 ) -> Iterator[Denoised]:  # fmt: skip
     """Each image through the model at its own size: model-sized images in batches, others whole
     (a fully convolutional model) or in tiles.
@@ -210,7 +215,10 @@ def denoise(
     Colour images go through a 1-channel model channel by channel; grey ones through a 3-channel
     model as grey RGB. With whole=True, each image is fitted to the model's size as it was trained
     (its `resize`) instead of tiled; padding is cut away again, so the result keeps the aspect ratio.
+    Noise of `noise_kind` is added first where `noise` > 0, or always for the photon kinds (at `gain`).
     """
+    from aecli.models.objectives.denoise import PHOTON_KINDS
+
     cfg = loaded.config
     for batch in batches(
         loaded, images, batch_size=batch_size, workers=workers, strict=strict, progress=progress, native=True
@@ -221,7 +229,8 @@ def denoise(
         for x, i in zip(batch.pixels, batch.index.tolist()):
             shapes.append(tuple(x.shape[-2:]))
             x = to_size(x, cfg.image_size, cfg.resize) if whole else x
-            inputs.append(add_noise(x, noise, seed, i) if noise > 0 else x)
+            noisy = noise > 0 or noise_kind in PHOTON_KINDS
+            inputs.append(add_noise(x, noise, seed, i, noise_kind, gain) if noisy else x)
         fitted = [_fit_channels(x, cfg.channels) for x in inputs]
         direct = [n for n, f in enumerate(fitted) if f.shape[-2:] == (cfg.image_size, cfg.image_size)]
         outputs: dict[int, torch.Tensor] = {}
@@ -273,15 +282,33 @@ def _unfit_channels(y: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample(loaded: Loaded, n: int, *, temperature: float = 1.0, seed: int = 0) -> tuple[torch.Tensor, str]:
-    """n images decoded from z = mean + L·ε·temperature, ε ~ N(0, I) drawn from `seed`; and the source."""
+def sample(
+    loaded: Loaded, n: int, *, temperature: float = 1.0, seed: int = 0, sampler: samplers.Sampler | None = None
+) -> tuple[torch.Tensor, str]:
+    """n images decoded from z = mean + L·ε·temperature, ε ~ N(0, I) drawn from `seed`; and the source.
+
+    `normal` (the default) takes mean and L from the model's prior; `gmm` from one component of the
+    stored mixture per image, picked by its weight (samplers.py)."""
     loaded.require_decoder()
+    sampler = sampler or samplers.Sampler("normal")
+    stats = loaded.file.latent_stats
     try:
-        mean, factor, source = loaded.model.prior(loaded.file.latent_stats)
+        if sampler.name == "gmm":
+            mixture = samplers.mixture_of(stats, sampler)
+            size = len(mixture["means"][0])
+        else:
+            mean, factor, source = loaded.model.prior(stats)
+            size = len(mean)
     except AecliError as e:
-        raise AecliError(f"{loaded.file.path}: {e}") from None
-    eps = torch.randn(n, len(mean), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    z = torch.as_tensor(mean) + temperature * eps @ torch.as_tensor(factor).T
+        raise type(e)(f"{loaded.file.path}: {e}") from None
+    generator = torch.Generator().manual_seed(seed)
+    eps = torch.randn(n, size, generator=generator, dtype=torch.float64)
+    if sampler.name == "gmm":
+        picks = torch.rand(n, generator=generator, dtype=torch.float64)
+        z = torch.as_tensor(samplers.mixture_draw(mixture, eps.numpy(), picks.numpy(), temperature))
+        source = f"a {mixture['k']}-component Gaussian mixture fitted to {mixture['n']} {stats['split']} latents"
+    else:
+        z = torch.as_tensor(mean) + temperature * eps @ torch.as_tensor(factor).T
     return torch.cat(list(decode(loaded, z.float().numpy()))), source
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aecli import __version__
+from aecli import __version__, samplers
 from aecli.config import (
     ModelConfig,
     TrainConfig,
@@ -28,6 +28,7 @@ from aecli.config import (
 from aecli.errors import ModelFileError, OutputError
 from aecli.io.files import leader_writes, write_bytes_atomic
 from aecli.models.capabilities import capabilities_of
+from aecli.models.registry import objective_class
 
 FORMAT = "aecli"
 FORMAT_VERSION = 3  # 3: `resize` (pad, crop or stretch); 2: each variant its own settings, and `bottleneck`
@@ -235,6 +236,10 @@ def describe(path: Path) -> dict[str, Any]:
             info[key] = json.loads(metadata[key]) if key in metadata else None
         except ValueError:
             raise ModelFileError(f"{path}: damaged aecli metadata ({key} is not JSON)") from None
+    stats, can_sample = info["latent_stats"], info["capabilities"]["sample"]
+    generative = objective_class(config.variant).generative  # a prior fixes the latent's scale
+    info["samplers"] = samplers.offered(stats, generative) if can_sample else []
+    info["active_latent_dims"] = samplers.active_dimensions(stats) if generative else None
     bad = _non_finite_tensors(path, tensors)
     info["problems"] = [*_non_finite_weights(path, bad), *_non_finite_metadata(path, info)]
     info["caveats"] = [c for c in [learning_caveat(info["calibration"])] if c]

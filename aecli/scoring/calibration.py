@@ -1,7 +1,7 @@
 """What a trained model's latents and anomaly scores look like on normal data: the step after training.
 
 Once training ends, `ae train` fits a Gaussian to the training latents (latent distances are
-measured to it, and plain models sample from it), then scores the held-out images with every
+measured to it, and plain models sample from it) and a Gaussian mixture (samplers.py), then scores the held-out images with every
 metric; `ae calibrate` repeats the second half on known-normal images later. Both are stored in
 the model file, so `ae score --threshold auto` picks a threshold at a chosen false-positive rate.
 
@@ -64,11 +64,15 @@ def record(
 
 
 def latent_stats(latents: np.ndarray, split: str) -> dict[str, Any] | None:
-    """Mean and covariance of latent rows: the Gaussian that non-VAE models sample from."""
+    """Mean and covariance of latent rows: the Gaussian that non-VAE models sample from; and the
+    Gaussian mixture that `ae sample --sampler gmm` draws from (samplers.py)."""
+    from aecli import samplers
+
     if len(latents) < 2:
         return None
     z = np.asarray(latents, dtype=np.float64)
-    return {"split": split, "n": len(z), "mean": _round(z.mean(0)), "cov": _round(np.cov(z, rowvar=False))}
+    stats = {"split": split, "n": len(z), "mean": _round(z.mean(0)), "cov": _round(np.cov(z, rowvar=False))}
+    return {**stats, "mixture": samplers.mixture_record(z)}
 
 
 LATENT_FIT_LIMIT = 20_000  # enough for a 32-d mean and covariance; bounds the extra pass

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from aecli.models.objectives.reconstruct import Reconstruct
 from aecli.models.registry import register
-from aecli.settings import Setting
+from aecli.settings import Setting, Span
 
-KINDS = ("gaussian", "salt-pepper", "mask")
+KINDS = ("gaussian", "salt-pepper", "mask")  # what `mixed` picks from
+PHOTON_KINDS = ("poisson", "poisson-gaussian")  # a sensor's noise: photon counts at --gain, then read noise
 
 
 @register
@@ -14,9 +15,15 @@ class Denoise(Reconstruct):
     name = "denoising"
     summary = "give back the clean image from a corrupted one"
     settings = (
-        Setting("sigma", 0.2, "Noise strength: the gaussian's std, or the fraction of pixels hit.", low=0, high=1),
-        Setting("noise", "gaussian", "Corruption: gaussian, salt-pepper, mask, or mixed (one kind per batch).",
-                choices=(*KINDS, "mixed")),
+        Setting("sigma", 0.2, "Noise strength: the gaussian's std (poisson-gaussian: the read noise's), or the "
+                "fraction of pixels hit. A range LO:HI (e.g. 0:0.2) draws one level per image, uniformly, and "
+                "trains one model for every level in it: denoising then needs no level.", kind=Span, low=0, high=1),
+        Setting("noise", "gaussian", "Corruption: gaussian, salt-pepper, mask, mixed (one of those three per "
+                "batch), poisson (photon noise at --gain) or poisson-gaussian (and read noise of std --sigma).",
+                choices=(*KINDS, "mixed", *PHOTON_KINDS)),
+        # 30 photons at white: a dim, visibly grainy picture (PSNR about 20 dB at mid-grey)
+        Setting("gain", 30.0, "Photons at full intensity, for the poisson kinds of --noise (fewer: noisier); "
+                "the other kinds ignore it.", low=0, low_open=True),
     )  # fmt: skip
     # skip connections carry the detail a denoiser must keep; it learns local detail, which wants
     # more and smaller steps than the seed recipe
@@ -24,23 +31,47 @@ class Denoise(Reconstruct):
     denoises = True
 
     def corrupt(self, x):
-        return corrupt(x, self.config.noise, self.config.sigma)
+        return corrupt(x, self.config.noise, levels(self.config.sigma, x), self.config.gain)
 
 
-def corrupt(x, kind: str, amount: float):
-    """A corrupted copy of pixels in [0, 1]; `amount` is the std or the fraction hit.
+def levels(sigma: float | list[float], x):
+    """One number as it is; for a range [lo, hi], one level per image drawn uniformly, shaped to
+    broadcast over (B, C, H, W)."""
+    import torch
 
-    `mixed` picks one kind per call, so a denoiser trained on it sees all of them.
+    if not isinstance(sigma, list):
+        return sigma
+    lo, hi = sigma
+    return (lo + (hi - lo) * torch.rand(len(x), dtype=x.dtype, device=x.device)).view(-1, 1, 1, 1)
+
+
+def corrupt(x, kind: str, amount, gain: float = 30.0, generator=None):
+    """A corrupted copy of pixels in [0, 1]; `amount` (a number, or one per image) is the std, the
+    fraction hit, or the read noise's std.
+
+    `mixed` picks one kind per call, so a denoiser trained on it sees all of them. The photon kinds
+    count Poisson(gain * x) photons and scale back: mean x, variance x / gain (plus amount²).
+    `generator` seeds the draws (ae denoise --add-noise); None: torch's global one.
     """
     import torch
 
+    def normal():
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+    def uniform():
+        return torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
     if kind == "mixed":
-        kind = KINDS[int(torch.randint(len(KINDS), ()))]
+        kind = KINDS[int(torch.randint(len(KINDS), (), generator=generator))]
     if kind == "gaussian":
-        return (x + amount * torch.randn_like(x)).clamp(0, 1)
-    hit = torch.rand_like(x) < amount
+        return (x + amount * normal()).clamp(0, 1)
+    if kind in PHOTON_KINDS:
+        counts = torch.poisson(x.clamp(0, 1) * gain, generator=generator)
+        noisy = counts / gain + (amount * normal() if kind == "poisson-gaussian" else 0)
+        return noisy.clamp(0, 1)
+    hit = uniform() < amount
     if kind == "salt-pepper":
-        return torch.where(hit, (torch.rand_like(x) < 0.5).to(x.dtype), x)
+        return torch.where(hit, (uniform() < 0.5).to(x.dtype), x)
     if kind == "mask":
         return x.masked_fill(hit, 0.0)
     raise ValueError(f"unknown noise kind {kind!r}")
