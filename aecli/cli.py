@@ -313,6 +313,13 @@ def encode(
         ),
     ] = None,
     sample: Annotated[bool, typer.Option("--sample", help="vae: draw from q(z|x) instead of taking its mean.")] = False,
+    labels: Annotated[
+        Optional[str],
+        typer.Option(
+            "--labels", help="A conditional model's classes, as ae train --condition reads them: folders, class "
+            "(dataset labels) or FILE.csv of path,class rows.",
+        ),
+    ] = None,
     seed: Seed = 0,
     batch_size: BatchSize = 256,
     device: Device = None,
@@ -333,6 +340,7 @@ def encode(
       ae encode ./images -m ae.safetensors -o latents.npy --index paths.txt
       ae encode ./images -m vae.safetensors --format npz -o z.npz
       ae encode sample:test -m ae.safetensors -o z.npy --plot map.png --projection tsne
+      ae encode ./shapes -m cvae.safetensors --labels folders -o z.npy
     """
     from aecli import infer
     from aecli.data import open_inputs
@@ -359,7 +367,7 @@ def encode(
     with StreamProgress(say, "encode", images.refused) as progress:
         local = infer.encode(
             loaded, images, batch_size=batch_size, workers=workers, sample=sample, seed=seed,
-            exact_size=exact_size, strict=not skip_bad, progress=progress,
+            exact_size=exact_size, strict=not skip_bad, progress=progress, labels=labels,
         )  # fmt: skip
     result = gathered(local)
     latents.write(result.vectors, result.sources, target, fmt, result.shape)
@@ -566,6 +574,10 @@ def sample(
             "the Gaussian mixture fitted to the training latents after training (`ae info` shows its K).",
         ),
     ] = "normal",
+    class_name: Annotated[
+        Optional[str],
+        typer.Option("--class", help="A conditional model's class to draw (`ae info` lists them)."),
+    ] = None,
     seed: Seed = 0,
     device: Device = None,
     quiet: Quiet = False,
@@ -577,6 +589,7 @@ def sample(
       ae sample -m vae.safetensors -n 64 -o samples/ --grid samples.png --seed 1
       ae sample -m ae.safetensors --sampler gmm -n 64 --grid two-stage.png
       ae sample -m ae.safetensors --interpolate a.png b.png --steps 8 --grid walk.png
+      ae sample -m cvae.safetensors --class sneaker -n 16 --grid sneakers.png
     """
     from aecli import infer, samplers
     from aecli.io.pictures import write_numbered
@@ -594,7 +607,9 @@ def sample(
         images = infer.interpolate(loaded, a, b, steps)
         what = f"{steps} steps from {interpolate[0]} to {interpolate[1]}"
     else:
-        images, source = infer.sample(loaded, n, temperature=temperature, seed=seed, sampler=chosen)
+        images, source = infer.sample(
+            loaded, n, temperature=temperature, seed=seed, sampler=chosen, label=class_name
+        )
         what = f"{n} samples from {source}"
     write_numbered([images], len(images), out, grid, nrow)
     say.info(f"drew {what}" + (f" to {out}/" if out else "") + (f"; grid: {grid}" if grid else ""))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aecli.errors import UsageError
-from aecli.settings import Setting, Span, index, parse_span
+from aecli.settings import Names, Setting, Span, index, parse_span
 
 FIRST_IMAGE = "the first image's"
 
@@ -219,6 +219,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             raise UsageError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(known))})")
         if known[name].type is Span and isinstance(value, str):  # "0:0.2"
             value = parse_span(value, f"{path}: {name}")
+        elif known[name].type is Names and isinstance(value, str):  # "a,b": as the flag takes it
+            value = [part.strip() for part in value.split(",") if part.strip()]
         elif known[name].type is Span and isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
             value = [float(v) for v in value]  # [0, 0.2]: stored as 0:0.2 would be
         clean[name] = value

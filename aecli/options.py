@@ -15,7 +15,7 @@ from typer.core import TyperCommand
 
 from aecli.config import MODEL_SETTINGS, TRAIN_SETTINGS, objective_settings, variant_defaults
 from aecli.errors import UsageError
-from aecli.settings import SHARED, Setting, Span, parse_span
+from aecli.settings import SHARED, Names, Setting, Span, parse_span
 
 MODEL_SECTION, TRAIN_SECTION = "Model options", "Training options"
 
@@ -50,6 +50,8 @@ def _parameter(setting: Setting, help_text: str, shown: str) -> inspect.Paramete
         decls = [f"{setting.flag}/--no-{setting.flag[2:]}"]
     elif kind is list:  # one comma-separated value (a list type would make the option repeatable)
         kind, extra = str, {"parser": parse_list, "metavar": "N,N,..."}
+    elif kind is Names:  # one comma-separated value: --classes circle,square
+        kind, extra = str, {"parser": parse_names, "metavar": "NAME,NAME,..."}
     elif kind is Span:  # one number, or LO:HI
         kind, extra = str, {"parser": _span_parser(setting.name), "metavar": "X|LO:HI"}
     option = typer.Option(*decls, help=help_text, show_default=shown, rich_help_panel=section(setting), **extra)
@@ -64,6 +66,11 @@ def parse_list(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated integers like 32,64,128, got '{text}'") from None
+
+
+def parse_names(text: str) -> list[str]:
+    """A names setting on the command line: comma-separated, e.g. --classes circle,square."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _span_parser(name: str):

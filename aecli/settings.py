@@ -24,6 +24,11 @@ class Span:
     """
 
 
+class Names:
+    """A setting's kind: a list of names (a conditional model's classes). On the command line and in
+    YAML "a,b,c" (YAML may also say [a, b, c]); kept and stored as a list of strings."""
+
+
 def parse_span(text: str, name: str = "value") -> float | list[float]:
     """'0.2' -> 0.2 and '0:0.2' -> [0.0, 0.2]; anything else is a UsageError naming the setting."""
     parts = str(text).split(":")
@@ -41,7 +46,7 @@ class Setting:
     name: str
     default: Any
     help: str
-    kind: type | None = None  # int, float, str, bool, list (of ints) or Span; None: the default's type
+    kind: type | None = None  # int, float, str, bool, list (of ints), Span or Names; None: the default's type
     choices: tuple[Any, ...] = ()
     low: float | None = None
     high: float | None = None
@@ -80,6 +85,12 @@ class Setting:
             isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         ):
             raise UsageError(f"{self.name} must be a list of positive integers, got {value!r}")
+        if kind is Names and not (
+            isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value)
+        ):
+            raise UsageError(f"{self.name} must be a list of names like a,b, got {value!r}")
+        if kind is Names and len(set(value)) < len(value):
+            raise UsageError(f"{self.name} names one twice: {', '.join(value)}")
         is_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
         if kind is Span and not is_number(value):
             if not (isinstance(value, list) and len(value) == 2 and all(map(is_number, value))):

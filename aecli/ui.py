@@ -155,6 +155,8 @@ def model_table(info: dict[str, Any]) -> Table:
     abilities = [name for name in ("decode", "sample", "denoise", "any_size") if can[name]]
     table.add_row("can", ", ".join(["encode", *abilities]) + f"; latent {'x'.join(map(str, can['latent_shape']))}")
     table.add_row("metrics", ", ".join(can["metrics"]))
+    if can.get("classes"):
+        table.add_row("classes", f"{', '.join(can['classes'])} (conditional: sample --class NAME, encode --labels)")
     if info.get("train_config"):
         table.add_row("training config", ", ".join(f"{k}={v}" for k, v in info["train_config"].items()))
     if training:

@@ -67,8 +67,48 @@ class Loaded:
             return None
         return Tiling(self.config.image_size, self.config.channels, batch_size)
 
+    def require_classes(self, images: ImageSet, labels: str | None, doing: str) -> np.ndarray | None:
+        """Each image's class number for a conditional model (from `labels`: folders, class or
+        FILE.csv); None for the others, which take no labels."""
+        classes = self.capabilities.classes
+        if not classes:
+            if labels is not None:
+                raise UsageError(f"--labels: {self.file.path} is not a conditional model; it takes no classes")
+            return None
+        if labels is None:
+            raise UsageError(
+                f"{self.file.path} is conditional on its classes ({', '.join(classes)}): {doing} needs each image's "
+                "class: give --labels folders, class or FILE.csv"
+            )
+        from aecli.data.classes import class_labels
+
+        return class_labels(images, labels, classes, "--labels")[1]
+
+    def class_number(self, name: str | None) -> int | None:
+        """The number of a conditional model's class `name` (exact, else the one that differs in case
+        alone); None for a model without classes, which takes no --class."""
+        classes = self.capabilities.classes
+        if not classes:
+            if name is not None:
+                raise UsageError(f"--class: {self.file.path} is not a conditional model; it has no classes")
+            return None
+        known = f"(known: {', '.join(classes)})"
+        if name is None:
+            raise UsageError(f"{self.file.path} is conditional on its classes: give --class NAME {known}")
+        if name in classes:
+            return classes.index(name)
+        folded = [k for k, c in enumerate(classes) if c.lower() == name.lower()]
+        if len(folded) == 1:
+            return folded[0]
+        raise UsageError(f"unknown class '{name}' {known}")
+
     def require_decoder(self) -> None:
         """Decoding a bare latent needs a decoder that runs from the latent alone (not a unet's)."""
+        if not self.capabilities.decode and self.model.objective.needs_input(self.config):
+            raise UsageError(
+                f"{self.file.path} gives back its input less the noise it predicts (--residual): a latent "
+                "alone decodes to nothing; decoding and sampling latents need a model trained without --residual"
+            )
         if not self.capabilities.decode:
             raise UsageError(
                 f"{self.file.path} is a {self.config.arch} model, whose decoder needs the encoder's skip "
@@ -136,13 +176,18 @@ class Latents:
 def encode(
     loaded: Loaded, images: ImageSet, *, batch_size: int = 256, workers: int | None = None, sample: bool = False,
     seed: int = 0, exact_size: bool = False, strict: bool = True, progress: Progress | None = None,
+    labels: str | None = None,
 ) -> Latents:  # fmt: skip
     """Latent vectors of every image; a VAE gives its posterior mean, or a draw with sample=True.
+
+    A conditional model (capabilities.classes) needs each image's class: `labels` says where to
+    read it, as `ae train --condition` does (folders, class or FILE.csv).
 
     A draw is seeded per image from (seed, its position in `images`), as add_noise is, so an image
     gets the same draw whatever the batch size, the images skipped before it or the process count.
     Under torchrun each process encodes its block of the batches; distributed.gathered joins them.
     """
+    classes = loaded.require_classes(images, labels, "encoding")
     vectors, index, skipped = [], [], 0
     stream_options = dict(
         batch_size=batch_size, workers=workers, exact_size=exact_size, strict=strict, progress=progress
@@ -153,8 +198,9 @@ def encode(
             continue
         x = runtime.to_device(batch.pixels, loaded.device)
         noise = torch.stack([_draw(loaded.capabilities.latent_shape, seed, i) for i in batch.index]) if sample else None
+        known = None if classes is None else torch.as_tensor(classes[batch.index.numpy()])
         with runtime.autocast(loaded.device):
-            z = loaded.model.encode(x, noise)
+            z = loaded.model.encode(x, noise, known)
         vectors.append(z.float().flatten(1).cpu().numpy())
         index.append(batch.index.numpy())
     width = math.prod(loaded.capabilities.latent_shape)
@@ -170,8 +216,11 @@ def _draw(shape: tuple[int, ...], seed: int, index: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode(loaded: Loaded, latents: np.ndarray, batch_size: int = 256) -> Iterator[torch.Tensor]:
-    """Images (B, C, S, S) in [0, 1] from latent rows, batch by batch."""
+def decode(
+    loaded: Loaded, latents: np.ndarray, batch_size: int = 256, labels: np.ndarray | None = None
+) -> Iterator[torch.Tensor]:
+    """Images (B, C, S, S) in [0, 1] from latent rows, batch by batch; `labels`: a conditional
+    model's class number for each row."""
     loaded.require_decoder()
     latents, shape = np.asarray(latents), loaded.capabilities.latent_shape
     if latents.ndim != 2 or latents.shape[1] != math.prod(shape):
@@ -179,8 +228,9 @@ def decode(loaded: Loaded, latents: np.ndarray, batch_size: int = 256) -> Iterat
     for start in range(0, len(latents), batch_size):
         rows = np.ascontiguousarray(latents[start : start + batch_size])
         z = torch.as_tensor(rows, dtype=torch.float32).view(-1, *shape)
+        classes = None if labels is None else torch.as_tensor(np.asarray(labels)[start : start + batch_size])
         with runtime.autocast(loaded.device):
-            yield loaded.model.decode(z.to(loaded.device)).float().cpu()
+            yield loaded.model.decode(z.to(loaded.device), classes).float().cpu()
 
 
 @dataclass
@@ -283,13 +333,16 @@ def _unfit_channels(y: torch.Tensor, channels: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(
-    loaded: Loaded, n: int, *, temperature: float = 1.0, seed: int = 0, sampler: samplers.Sampler | None = None
+    loaded: Loaded, n: int, *, temperature: float = 1.0, seed: int = 0, sampler: samplers.Sampler | None = None,
+    label: str | None = None,
 ) -> tuple[torch.Tensor, str]:
     """n images decoded from z = mean + L·ε·temperature, ε ~ N(0, I) drawn from `seed`; and the source.
 
     `normal` (the default) takes mean and L from the model's prior; `gmm` from one component of the
-    stored mixture per image, picked by its weight (samplers.py)."""
+    stored mixture per image, picked by its weight (samplers.py). A conditional model draws images
+    of the class named `label`, which it needs (capabilities.classes)."""
     loaded.require_decoder()
+    number = loaded.class_number(label)
     sampler = sampler or samplers.Sampler("normal")
     stats = loaded.file.latent_stats
     try:
@@ -309,7 +362,10 @@ def sample(
         source = f"a {mixture['k']}-component Gaussian mixture fitted to {mixture['n']} {stats['split']} latents"
     else:
         z = torch.as_tensor(mean) + temperature * eps @ torch.as_tensor(factor).T
-    return torch.cat(list(decode(loaded, z.float().numpy()))), source
+    labels = None if number is None else np.full(n, number)
+    if number is not None:
+        source += f", class {loaded.capabilities.classes[number]}"
+    return torch.cat(list(decode(loaded, z.float().numpy(), labels=labels))), source
 
 
 def first_image(spec: str) -> torch.Tensor:

@@ -31,7 +31,8 @@ from aecli.models.capabilities import capabilities_of
 from aecli.models.registry import objective_class
 
 FORMAT = "aecli"
-FORMAT_VERSION = 3  # 3: `resize` (pad, crop or stretch); 2: each variant its own settings, and `bottleneck`
+FORMAT_VERSION = 4  # 4: a residual denoiser, whose output older readers would misread (written for those
+# alone; the others stay 3); 3: `resize` (pad, crop or stretch); 2: each variant its own settings, and `bottleneck`
 _OPTIM = "optimizer."
 
 if TYPE_CHECKING:  # torch is imported where tensors are touched: `ae info` stays light
@@ -68,7 +69,7 @@ def save(
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {
         "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
+        "format_version": str(FORMAT_VERSION if model.objective.needs_input(model.config) else 3),
         "aecli_version": __version__,
         "variant": model.config.variant,
         "model_config": to_json(model.config),

@@ -14,6 +14,10 @@ With a bottleneck (the default) the last stage is flattened through a Linear lay
 vector, which fixes the input size. Without one (`bottleneck: false`) a 1x1 convolution gives a
 spatial latent of `latent_dim` channels at 1/2**stages of the input's size: the network is fully
 convolutional and runs on images of any size.
+
+A conditional model (`conditions` classes, a conditional VAE's) sees each image's class as a
+one-hot vector: as that many constant extra input channels of the encoder, and beside the latent
+where the decoder starts. Without classes the layers are exactly those of an unconditional model.
 """
 
 from __future__ import annotations
@@ -51,8 +55,9 @@ class _Padding:
 class _Backbone(nn.Module):
     """What both backbones share: the padding, and the way from a latent back to the smallest map."""
 
-    def __init__(self, config: ModelConfig, latent_out: int):
+    def __init__(self, config: ModelConfig, latent_out: int, conditions: int = 0):
         super().__init__()
+        self.conditions = conditions
         self.widths, self.bottleneck = config.widths, config.bottleneck
         self.step = 2 ** len(config.widths)
         self.image_size = config.image_size
@@ -60,9 +65,10 @@ class _Backbone(nn.Module):
         self.flat = config.widths[-1] * self.bottom**2
         self.latent_out = latent_out
         if self.bottleneck:
-            self.expand = nn.Sequential(nn.Linear(config.latent_dim, self.flat), nn.ReLU(inplace=True))
+            self.expand = nn.Sequential(nn.Linear(config.latent_dim + conditions, self.flat), nn.ReLU(inplace=True))
         else:
-            self.expand = nn.Sequential(nn.Conv2d(config.latent_dim, config.widths[-1], 1), nn.ReLU(inplace=True))
+            latent_in = config.latent_dim + conditions
+            self.expand = nn.Sequential(nn.Conv2d(latent_in, config.widths[-1], 1), nn.ReLU(inplace=True))
 
     def _to_latent(self) -> list[nn.Module]:
         """The encoder's last layers: flatten and a Linear layer, or a 1x1 convolution."""
@@ -73,8 +79,17 @@ class _Backbone(nn.Module):
     def padding(self, x: torch.Tensor) -> _Padding:
         return _Padding(tuple(x.shape[-2:]), self.step)
 
-    def unflatten(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.expand(z)
+    def conditioned(self, x: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        """x with each image's one-hot class beside it: a vector's numbers, or a map's channels."""
+        if not self.conditions:
+            return x
+        if condition is None:
+            raise ValueError("a conditional backbone needs each image's class")
+        c = condition.to(x.device, x.dtype)
+        return torch.cat([x, c if x.dim() == 2 else c[:, :, None, None].expand(-1, -1, *x.shape[-2:])], dim=1)
+
+    def unflatten(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.expand(self.conditioned(z, condition))
         return h.view(-1, self.widths[-1], self.bottom, self.bottom) if self.bottleneck else h
 
     def crop(self, x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
@@ -88,10 +103,10 @@ class _Backbone(nn.Module):
 class ConvBackbone(_Backbone):
     """The seed template: strided convs, the bottleneck, transposed convs back."""
 
-    def __init__(self, config: ModelConfig, latent_out: int):
-        super().__init__(config, latent_out)
+    def __init__(self, config: ModelConfig, latent_out: int, conditions: int = 0):
+        super().__init__(config, latent_out, conditions)
         widths, channels = config.widths, config.channels
-        layers, prev = [], channels
+        layers, prev = [], channels + conditions
         for w in widths:
             layers += [nn.Conv2d(prev, w, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
             prev = w
@@ -101,11 +116,11 @@ class ConvBackbone(_Backbone):
             layers += [nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
         self.decoder = nn.Sequential(*layers[:-1])  # the last stage gives logits: no ReLU
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return self.encoder(self.padding(x).pad(x)), []
+    def encode(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.encoder(self.conditioned(self.padding(x).pad(x), condition)), []
 
-    def decode(self, z, skips=None, size: tuple[int, int] | None = None) -> torch.Tensor:
-        return self.crop(self.decoder(self.unflatten(z)), size)
+    def decode(self, z, skips=None, size: tuple[int, int] | None = None, condition=None) -> torch.Tensor:
+        return self.crop(self.decoder(self.unflatten(z, condition)), size)
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -123,10 +138,10 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 class UNetBackbone(_Backbone):
     """An encoder-decoder with skip connections at every scale, and the same bottleneck."""
 
-    def __init__(self, config: ModelConfig, latent_out: int):
-        super().__init__(config, latent_out)
+    def __init__(self, config: ModelConfig, latent_out: int, conditions: int = 0):
+        super().__init__(config, latent_out, conditions)
         widths, channels = config.widths, config.channels
-        self.stem = _block(channels, widths[0])
+        self.stem = _block(channels + conditions, widths[0])
         self.downs = nn.ModuleList()
         for w_in, w_out in zip(widths, [*widths[1:], widths[-1]]):
             self.downs.append(nn.Sequential(nn.Conv2d(w_in, w_out, 3, stride=2, padding=1), nn.ReLU(inplace=True)))
@@ -139,8 +154,8 @@ class UNetBackbone(_Backbone):
             self.merges.append(_block(2 * w_out, w_out))
         self.head = nn.Conv2d(widths[0], channels, 1)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        h = self.stem(self.padding(x).pad(x))
+    def encode(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h = self.stem(self.conditioned(self.padding(x).pad(x), condition))
         skips = [h]
         for i, down in enumerate(self.downs):
             h = down(h)
@@ -149,10 +164,10 @@ class UNetBackbone(_Backbone):
                 skips.append(h)
         return self.to_latent(h), skips
 
-    def decode(self, z, skips=None, size: tuple[int, int] | None = None) -> torch.Tensor:
+    def decode(self, z, skips=None, size: tuple[int, int] | None = None, condition=None) -> torch.Tensor:
         if not skips:
             raise ValueError("a unet decodes only with its encoder's skip connections")
-        h = self.unflatten(z)
+        h = self.unflatten(z, condition)
         for up, merge, skip in zip(self.ups, self.merges, reversed(skips)):
             h = merge(torch.cat([up(h), skip], dim=1))
         return self.crop(self.head(h), size)
@@ -161,8 +176,8 @@ class UNetBackbone(_Backbone):
 BACKBONES = {"conv": ConvBackbone, "unet": UNetBackbone}
 
 
-def make_backbone(config: ModelConfig, latent_out: int) -> _Backbone:
-    return BACKBONES[config.arch](config, latent_out)
+def make_backbone(config: ModelConfig, latent_out: int, conditions: int = 0) -> _Backbone:
+    return BACKBONES[config.arch](config, latent_out, conditions)
 
 
 def pixel_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:

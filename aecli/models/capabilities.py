@@ -27,6 +27,7 @@ class Capabilities:
     metrics: tuple[str, ...]  # the anomaly metrics ae score can compute with it
     latent_shape: tuple[int, ...]  # one image's latent at the model's size
     skips: bool  # detail bypasses the latent (a unet): anomalies reconstruct well too
+    classes: tuple[str, ...] = ()  # a conditional model's classes: encoding and sampling need one per image
 
 
 def latent_grid(config: ModelConfig) -> int:
@@ -38,7 +39,7 @@ def latent_grid(config: ModelConfig) -> int:
 
 def capabilities_of(config: ModelConfig) -> Capabilities:
     objective = objective_class(config.variant)
-    alone = config.arch not in SKIP_ARCHS
+    alone = config.arch not in SKIP_ARCHS and not objective.needs_input(config)
     grid = latent_grid(config)
     return Capabilities(
         decode=alone,
@@ -48,4 +49,5 @@ def capabilities_of(config: ModelConfig) -> Capabilities:
         metrics=RECONSTRUCTION_METRICS + LATENT_METRICS + objective.metrics,
         latent_shape=(config.latent_dim,) if config.bottleneck else (config.latent_dim, grid, grid),
         skips=not alone,
+        classes=objective.classes_of(config),
     )

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from aecli.config import ModelConfig
-from aecli.errors import AecliError
+from aecli.errors import AecliError, UsageError
 from aecli.models.backbones import make_backbone
 from aecli.models.capabilities import capabilities_of
 from aecli.models.objectives.base import Batch
@@ -24,31 +24,51 @@ class Autoencoder(nn.Module):
         super().__init__()
         self.config = config
         self.objective = objective_class(config.variant)(config)
-        self.net = make_backbone(config, config.latent_dim * self.objective.latent_factor)
         self.capabilities = capabilities_of(config)
+        conditions = len(self.capabilities.classes)  # a conditional model's: its encoder and decoder see the class
+        self.net = make_backbone(config, config.latent_dim * self.objective.latent_factor, conditions)
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One training step's named loss terms; "loss" is the one to minimise."""
         return self.objective.loss(self, batch)
 
-    def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """One latent per image, float32: (B, latent_dim), or (B, C, h, w) without a bottleneck;
-        with standard normal `noise` of that shape, a stochastic model's draw (a VAE's)."""
-        return self.objective.encode(self, x, noise).float()
+    def condition(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """Each image's class as a one-hot row, for a conditional model (capabilities.classes);
+        None for the others. `labels` are class numbers, indices into capabilities.classes."""
+        classes = self.capabilities.classes
+        if not classes:
+            return None
+        if labels is None:
+            raise UsageError(
+                f"this model is conditional on its classes ({', '.join(classes)}): it needs each image's class"
+            )
+        return torch.nn.functional.one_hot(torch.as_tensor(labels).long().cpu(), len(classes)).float()
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None, labels: torch.Tensor | None = None):
+        """One latent per image, float32: (B, latent_dim), or (B, C, h, w) without a bottleneck;
+        with standard normal `noise` of that shape, a stochastic model's draw (a VAE's). `labels`:
+        each image's class number, which a conditional model needs."""
+        return self.objective.encode(self, x, noise, labels).float()
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Pixels in [0, 1] from latents alone (where capabilities.decode: not a unet's decoder)."""
+        if not self.capabilities.decode and self.objective.needs_input(self.config):
+            raise AecliError(
+                "this model gives back its input less the noise it predicts (--residual): it needs the "
+                "input, so a latent alone decodes to nothing; decoding latents needs a model without --residual"
+            )
         if not self.capabilities.decode:
             raise AecliError(
                 f"this model (arch {self.config.arch}) decodes only with its encoder's skip connections; "
                 "decoding latents alone needs a model trained with --arch conv"
             )
-        return torch.sigmoid(self.net.decode(z)).float()
+        return torch.sigmoid(self.net.decode(z, condition=self.condition(labels))).float()
 
-    def analyse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def analyse(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction and latent in one pass, for validation, calibration and scoring."""
-        z, skips = self.objective.latent(self, x)
-        return torch.sigmoid(self.net.decode(z, skips, tuple(x.shape[-2:]))).float(), z.float()
+        z, skips = self.objective.latent(self, x, labels)
+        out = self.net.decode(z, skips, tuple(x.shape[-2:]), condition=self.condition(labels))
+        return self.objective.pixels(x, out).float(), z.float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The reconstruction of x, in [0, 1] (for a denoiser: the clean estimate)."""

@@ -46,6 +46,8 @@ def plan(
             "ignored: leave it out"
         )
     out = out or Path(f"{settings.model.variant}.safetensors")
+    if settings.model.as_dict().get("condition") and (preview or log_dir):  # both run the model without classes
+        raise UsageError(f"{'--preview' if preview else '--log-dir'} does not work with --condition yet: leave it out")
     job = Job(settings, out, preview=preview)
     if plot:
         from aecli.report import plots

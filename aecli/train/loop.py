@@ -87,7 +87,7 @@ def train_epoch(run: Run, epoch: int, stop: threading.Event | None) -> float:
             x = runtime.to_device(batch.pixels, device) if n else run.stand_in()
             torch.manual_seed(distributed.process_seed(runtime.step_seed(tc.seed, epoch, step + 1)))
             with runtime.autocast(device), run.frozen_statistics(blank=not n):
-                terms = run.step_loss({"images": x, "index": batch.index})  # "loss", and any other named terms
+                terms = run.step_loss(run.batch(x, batch.index))  # "loss", and any other named terms
                 loss = terms["loss"] if n else terms["loss"] * 0  # a stand-in adds nothing
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -139,7 +139,7 @@ def validation_loss(run: Run) -> float | None:
         if len(batch.pixels):
             x = runtime.to_device(batch.pixels, run.device)
             with runtime.autocast(run.device):
-                losses.append(float(run.model.loss({"images": x, "index": batch.index})["loss"]) * len(x))
+                losses.append(float(run.model.loss(run.batch(x, batch.index))["loss"]) * len(x))
             count += len(x)
     run.model.train()
     if distributed.active():
@@ -152,7 +152,11 @@ def calibrate(run: Run):
     (whole ones in tiles for a patch model, as `ae score` will see them).
 
     Each process takes a block of the rows; the scores are gathered here, so all get the whole.
+    A conditional model gets none: its scores would need each scored image's class, which `ae
+    score` does not take; it is a model to sample from.
     """
+    if run.labels is not None:
+        return None, None
     run.images_at(-1)
     run.model.eval()
     fit_on = run.stream(run.blocks(calibration.thin(run.split.train)))

@@ -121,6 +121,23 @@ def model_config_for(images: ImageSet | Patches, config: ModelConfig, strict: bo
     return config.resolved(1 if c <= 2 else 3, min(h, w))
 
 
+def classes_for(images: ImageSet | Patches, config: ModelConfig) -> tuple[ModelConfig, np.ndarray | None]:
+    """A conditional model's config with its classes filled in (the names found, sorted, unless
+    given or stored), and each image's class number; the config as it is and None for the others."""
+    settings = config.as_dict()
+    if not settings.get("condition"):
+        if settings.get("classes"):
+            raise UsageError("--classes names a conditional model's classes: it needs --condition too")
+        return config, None
+    from aecli.data.classes import class_labels
+
+    whole = images.images if isinstance(images, Patches) else images
+    names, labels = class_labels(whole, settings["condition"], settings.get("classes"))
+    if isinstance(images, Patches):
+        labels = np.repeat(labels, images.per_image)  # patch i comes from image i // per_image
+    return config.replace(classes=names), labels
+
+
 @dataclass
 class Run:
     """Everything fit() needs between steps; `start` builds it, fresh or from a resumed file."""
@@ -140,6 +157,7 @@ class Run:
     latent_stats: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
     unreadable: set[str] = field(default_factory=set)
+    labels: np.ndarray | None = None  # a conditional model's: each training image's class number
     step_loss: Callable[[dict[str, Any]], dict[str, torch.Tensor]] | None = None  # model.loss, or through DDP
 
     @classmethod
@@ -154,6 +172,7 @@ class Run:
         if tc.patch_size:
             images = Patches(images, tc.patch_size, tc.patches_per_image, tc.seed)
         config = resume.config if resume else model_config_for(images, settings.model, not tc.skip_bad)
+        config, labels = classes_for(images, config)
         split = Split.make(len(images), tc.val_split, tc.seed, group=tc.patches_per_image if tc.patch_size else 1)
         if len(split.train) == 0:
             raise UsageError(
@@ -175,6 +194,7 @@ class Run:
         run = cls(
             tc, config, device, images, split, model, torch.optim.Adam(model.parameters(), lr=tc.lr), history, out,
             callbacks if distributed.leader() else Callbacks(),  # under torchrun, rank 0 reports
+            labels=labels,
         )  # fmt: skip
         if resume:
             run.resume_from(resume)
@@ -206,6 +226,14 @@ class Run:
         self.history.interrupted_at = None
         cycles = self.history.cycles or [resume.training.get("epochs_planned", self.tc.epochs)]  # older files: one
         self.history.cycles = cycles + ([self.tc.epochs] if self.tc.epochs > cycles[-1] else [])
+
+    def batch(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, Any]:
+        """What the objective's loss gets: the images, their rows, and a conditional model's classes."""
+        batch = {"images": x, "index": index}
+        if self.labels is not None:
+            rows = self.labels[index.numpy()] if len(index) == len(x) else np.zeros(len(x), np.int64)  # a stand-in
+            batch["labels"] = torch.as_tensor(rows, device=x.device)
+        return batch
 
     @property
     def per_process(self) -> int:

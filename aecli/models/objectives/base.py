@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from aecli.config import ModelConfig
     from aecli.models.model import Autoencoder
 
-Batch = Mapping[str, Any]  # "images": (B, C, H, W) in [0, 1]; optional "labels", "masks", "paths"
+Batch = Mapping[str, Any]  # "images": (B, C, H, W) in [0, 1]; optional "labels" (class numbers), "masks", "paths"
 
 
 class Objective:
@@ -47,18 +47,40 @@ class Objective:
     def loss(self, model: Autoencoder, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def latent(self, model: Autoencoder, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The latent reconstructions use, and the backbone's skip features (a unet's)."""
-        return model.net.encode(x)
+    def latent(
+        self, model: Autoencoder, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The latent reconstructions use, and the backbone's skip features (a unet's); `labels`,
+        each image's class number, for a conditional model (see classes_of)."""
+        return model.net.encode(x, model.condition(labels))
 
-    def encode(self, model: Autoencoder, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(
+        self, model: Autoencoder, x: torch.Tensor, noise: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One latent per image. `noise` (standard normal, one latent's shape per image) lets a
         stochastic objective draw from its posterior; the others give their latent as it is."""
-        return self.latent(model, x)[0]
+        return self.latent(model, x, labels)[0]
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
         """What the model sees of a clean batch in training: the batch itself, but for denoisers."""
         return x
+
+    def pixels(self, seen: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] from the backbone's output for the images it saw: the sigmoid of its logits."""
+        import torch
+
+        return torch.sigmoid(out)
+
+    @classmethod
+    def classes_of(cls, config: ModelConfig) -> tuple[str, ...]:
+        """The classes a conditional model is conditioned on, in label order; () for the others."""
+        return ()
+
+    @classmethod
+    def needs_input(cls, config: ModelConfig) -> bool:
+        """Its pixels are built from the input as well as the latent (a residual denoiser's), so a
+        latent alone decodes to nothing."""
+        return False
 
     def scores(self, model: Autoencoder, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Its own anomaly metrics (named in `metrics`), one value per image."""

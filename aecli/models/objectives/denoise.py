@@ -15,23 +15,70 @@ class Denoise(Reconstruct):
     name = "denoising"
     summary = "give back the clean image from a corrupted one"
     settings = (
-        Setting("sigma", 0.2, "Noise strength: the gaussian's std (poisson-gaussian: the read noise's), or the "
-                "fraction of pixels hit. A range LO:HI (e.g. 0:0.2) draws one level per image, uniformly, and "
-                "trains one model for every level in it: denoising then needs no level.", kind=Span, low=0, high=1),
+        Setting("sigma", 0.2, "Noise strength: the gaussian's std, or the fraction of pixels hit "
+                "(poisson-gaussian: the read noise's std). A range LO:HI (e.g. 0:0.2) draws one level per "
+                "image, uniformly, and trains one model for every level in it: denoising then needs no level.",
+                kind=Span, low=0, high=1),
         Setting("noise", "gaussian", "Corruption: gaussian, salt-pepper, mask, mixed (one of those three per "
                 "batch), poisson (photon noise at --gain) or poisson-gaussian (and read noise of std --sigma).",
                 choices=(*KINDS, "mixed", *PHOTON_KINDS)),
         # 30 photons at white: a dim, visibly grainy picture (PSNR about 20 dB at mid-grey)
         Setting("gain", 30.0, "Photons at full intensity, for the poisson kinds of --noise (fewer: noisier); "
                 "the other kinds ignore it.", low=0, low_open=True),
+        # off by default, and for files from before it: they predict the clean image
+        Setting("residual", False, "Predict the noise and give back the input less it (residual learning, "
+                "as DnCNN): the network learns only what to take away, which suits additive noise."),
+        Setting("augment", False, "Show each training image flipped and turned by a random quarter turn "
+                "(one of its 8 views): more data for free, which photographs need."),
     )  # fmt: skip
     # skip connections carry the detail a denoiser must keep; it learns local detail, which wants
     # more and smaller steps than the seed recipe
     defaults = {"arch": "unet", "epochs": 20, "batch_size": 32, "lr": 2e-3}
     denoises = True
 
+    def loss(self, model, batch):
+        """The clean image against the model's estimate from a corrupted copy (of a random view, with --augment)."""
+        from aecli.models.backbones import pixel_loss
+
+        x = dihedral(batch["images"]) if self.config.augment else batch["images"]
+        seen = self.corrupt(x)
+        z, skips = self.latent(model, seen)
+        out = model.net.decode(z, skips)
+        if not self.config.residual:
+            return {"loss": pixel_loss(out, x, self.config.loss).mean()}
+        estimate = seen.float() - out.float()  # unclamped, so pixels past 0 or 1 still learn
+        if self.config.loss == "bce":
+            return {"loss": pixel_loss(estimate.clamp(1e-4, 1 - 1e-4).logit(), x, "bce").mean()}
+        return {"loss": (estimate - x).square().mean()}
+
     def corrupt(self, x):
         return corrupt(x, self.config.noise, levels(self.config.sigma, x), self.config.gain)
+
+    def pixels(self, seen, out):
+        """With --residual, the input less the predicted noise; otherwise the sigmoid of logits."""
+        if not self.config.residual:
+            return super().pixels(seen, out)
+        return (seen.float() - out.float()).clamp(0, 1)
+
+    @classmethod
+    def needs_input(cls, config):
+        return config.residual
+
+
+def dihedral(x):
+    """Each image of a batch in one of its 8 views (flips and quarter turns), drawn at random; only
+    the 4 that keep the shape when the images are not square."""
+    import torch
+
+    views = torch.randint(8, (len(x),), device=x.device)
+    if x.shape[-1] != x.shape[-2]:
+        views = views - views % 2  # half turns and flips only
+    out = torch.empty_like(x)
+    for view in views.unique().tolist():
+        hit = views == view
+        turned = x[hit].flip(-1) if view >= 4 else x[hit]
+        out[hit] = torch.rot90(turned, view % 4, (-2, -1))
+    return out
 
 
 def levels(sigma: float | list[float], x):
