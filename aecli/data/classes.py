@@ -1,6 +1,7 @@
 """Each image's class, for a conditional model: its name, and its number among the model's classes.
 
-The classes are read as `ae score --labels` reads labels (scoring/labels.py), but keep their names:
+The classes are read as `ae score --labels` reads labels (scoring/labels.py, with the readers
+here), but keep their names:
 folders    the first folder below an input directory: ./data/circle/1.png is a `circle`
 class      a dataset's or .npz's own labels, named where the dataset names them (Fashion-MNIST's)
 FILE.csv   rows of path,class; a path matches an input as given, as below its directory, or resolved
@@ -11,6 +12,7 @@ an image of a class it does not know is an error naming the known ones.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,7 @@ def class_labels(
 def class_names(images, spec: str, flag: str = "--condition") -> list[str]:
     """One class name per image of the set, or a one-line error."""
     if spec == "folders":
-        return [_folder(images, i, flag) for i in range(len(images))]
+        return [top_folder(images, i, flag) for i in range(len(images))]
     if spec == "class":
         from aecli.data.named import class_names as dataset_names
 
@@ -47,18 +49,24 @@ def class_names(images, spec: str, flag: str = "--condition") -> list[str]:
         names = named.pop() if len(named) == 1 else None
         return [names[k] if names and 0 <= k < len(names) else str(k) for k in found]
     if spec.lower().endswith(".csv") or Path(spec).is_file():
-        return _from_csv(images, Path(spec), flag)
+        return csv_values(images, Path(spec), flag)
     raise UsageError(f"unknown {flag} '{spec}' (use folders, class or a FILE.csv of path,class rows)")
 
 
-def _folder(images, i: int, flag: str) -> str:
+def top_folder(images, i: int, flag: str) -> str:
+    """The first folder below the input directory an image was found in: ./data/circle/1.png is `circle`."""
     parts = images.relative(i).parts
     if len(parts) < 2 or images.is_array(i):
         raise UsageError(f"{flag} folders: {images.name(i)} is not inside a folder below an input directory")
     return parts[0]
 
 
-def _from_csv(images, path: Path, flag: str) -> list[str]:
+def csv_values(
+    images, path: Path, flag: str, column: str = "class", accepts: Callable[[str], bool] = bool, hint: str = ""
+) -> list[str]:
+    """Each image's value from a CSV of `path,value` rows (a `path` header and # comments allowed):
+    a row's path matches an input as given, as below its directory, or resolved. A row whose value
+    `accepts` refuses, or an image without a row, is a one-line error."""
     try:
         with open(path, newline="") as f:
             rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
@@ -68,15 +76,16 @@ def _from_csv(images, path: Path, flag: str) -> list[str]:
         rows = rows[1:]
     table = {}
     for n, row in enumerate(rows, 1):
-        if len(row) < 2 or not row[1].strip():
-            raise InputError(f"{flag} {path}: row {n} is not `path,class`")
-        table[row[0].strip()] = row[1].strip()
+        value = row[1].strip() if len(row) >= 2 else ""
+        if not value or not accepts(value):
+            raise InputError(f"{flag} {path}: row {n} is not `path,{column}`{hint}")
+        table[row[0].strip()] = value
     resolved = {str(real(k)): v for k, v in table.items()}
-    names = []
+    values = []
     for i in range(len(images)):
         name = images.name(i)
         found = table.get(name, table.get(str(images.relative(i)), resolved.get(str(real(name)))))
         if found is None:
-            raise InputError(f"{flag} {path}: no class for {name}")
-        names.append(found)
-    return names
+            raise InputError(f"{flag} {path}: no {column} for {name}")
+        values.append(found)
+    return values

@@ -9,13 +9,12 @@ FILE.csv   rows of path,label (label 0/1, or normal/good/ok vs anomaly/anomalous
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from aecli.errors import InputError, UsageError
-from aecli.io.files import real
+from aecli.data.classes import csv_values, top_folder
+from aecli.errors import UsageError
 
 NORMAL_FOLDERS = {"good", "normal"}
 _WORDS = {
@@ -50,36 +49,10 @@ def labels_for(images, spec: str) -> np.ndarray:
 
 
 def _from_folder(images, i: int) -> int:
-    parts = images.relative(i).parts
-    if len(parts) < 2 or images.is_array(i):
-        raise UsageError(f"--labels folders: {images.name(i)} is not inside a folder below an input directory")
-    return 0 if parts[0].lower() in NORMAL_FOLDERS else 1
+    return 0 if top_folder(images, i, "--labels").lower() in NORMAL_FOLDERS else 1
 
 
 def _from_csv(images, path: Path) -> np.ndarray:
-    try:
-        with open(path, newline="") as f:
-            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
-    except OSError as e:
-        raise InputError(f"--labels {path}: {e.strerror or e}") from None
-    if rows and rows[0][0].strip().lower() == "path":
-        rows = rows[1:]
-    table = {}
-    for n, row in enumerate(rows, 1):
-        if len(row) < 2 or row[1].strip().lower() not in _WORDS:
-            raise InputError(f"--labels {path}: row {n} is not `path,label` with a label such as 0/1 or normal/anomaly")
-        table[row[0].strip()] = _WORDS[row[1].strip().lower()]
-    resolved = {str(real(k)): v for k, v in table.items()}
-    labels = np.empty(len(images), dtype=np.int8)
-    for i in range(len(images)):
-        name = images.name(i)
-        for key in (name, str(images.relative(i))):
-            if key in table:
-                labels[i] = table[key]
-                break
-        else:
-            found = resolved.get(str(real(name)))
-            if found is None:
-                raise InputError(f"--labels {path}: no label for {name}")
-            labels[i] = found
-    return labels
+    hint = " with a label such as 0/1 or normal/anomaly"
+    values = csv_values(images, path, "--labels", "label", lambda v: v.lower() in _WORDS, hint)
+    return np.array([_WORDS[v.lower()] for v in values], dtype=np.int8)
