@@ -57,8 +57,15 @@ TRAIN_SETTINGS = (
     Setting("device", "auto", "auto, cpu, cuda, cuda:N or mps.", unset="$AE_DEVICE, else auto"),
     Setting("workers", None, "Loader processes decoding images.", kind=int, low=0,
             unset="0 for arrays or on 2 cores or fewer, else up to 4"),
+    # a GPU steps a small model faster than a DataLoader feeds it: benchmarks/gpu.py
+    Setting("preload", "auto", "Decode the training images once and keep them on the device (8-bit ones as "
+            "uint8): yes, no (read them again each epoch) or auto (yes when they fit in a quarter of its free memory).",
+            choices=("auto", "yes", "no")),
+    Setting("channels_last", "auto", "Train in the channels-last memory layout (NHWC): yes, no, or auto "
+            "(yes on CUDA, where it measured faster).", choices=("auto", "yes", "no")),
+    Setting("compile", False, "Compile the model with torch.compile first: a slow start, then faster steps."),
 )  # fmt: skip
-RESUME_MAY_CHANGE = ("epochs", "device", "workers", "keep_optimizer")  # how far, where, and what the file keeps
+RESUME_MAY_CHANGE = ("epochs", "device", "workers", "keep_optimizer", "preload", "channels_last", "compile")  # how far, where, and what the file keeps
 
 
 def objective_settings() -> list[Setting]:

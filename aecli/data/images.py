@@ -106,7 +106,8 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             return _webp_size(data)
         if data[:2] == b"\xff\xd8":
-            return _jpeg_size(data)
+            frame = jpeg_frame(data)
+            return frame[:2] if frame else None
     except struct.error:  # too short to hold the header it starts: the decoder will say more
         return None
     return None
@@ -128,8 +129,9 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
 _JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """Walk the JPEG's marker segments to the frame header, which holds the size."""
+def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, colour components) from a JPEG's frame header, found by walking its marker
+    segments; None where there is none. 4 components are CMYK, which only Pillow converts."""
     i = 2
     while i + 4 <= len(data):
         if data[i] != 0xFF:
@@ -142,8 +144,8 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             i += 2
             continue
         if marker in _JPEG_FRAMES:
-            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-            return width, height
+            height, width, components = struct.unpack(">HHB", data[i + 5 : i + 10])
+            return width, height, components
         i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
     return None
 
@@ -258,7 +260,7 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     if c == channels:
         return x
     if channels == 1:
-        w = torch.tensor(_GREY_WEIGHTS, dtype=x.dtype).view(3, 1, 1)
+        w = torch.tensor(_GREY_WEIGHTS, dtype=x.dtype, device=x.device).view(3, 1, 1)
         return (x * w).sum(-3, keepdim=True)
     return x.expand(*x.shape[:-3], 3, *x.shape[-2:])
 

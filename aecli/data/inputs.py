@@ -52,6 +52,7 @@ class Batch:
     index: torch.Tensor
     skipped: list[str] = field(default_factory=list)
     error: str | None = None  # fatal; travels as data so worker processes report it in one line
+    rows: torch.Tensor | None = None  # the index on the pixels' device, where they are held there (resident.py)
 
     def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True) on CUDA
         if isinstance(self.pixels, list):
@@ -95,6 +96,11 @@ class ImageSet:
             return part.relative[row]
         stem = Path(part.name.split(":")[0]).name.split(".")[0] or "images"
         return Path(stem) / f"{row:06d}.png"
+
+    def path(self, i: int) -> Path | None:
+        """The file image i is read from; None for a row of an array."""
+        part, row = self._locate(i)
+        return part.paths[row] if isinstance(part, FileImages) else None
 
     def is_array(self, i: int) -> bool:
         return isinstance(self._locate(i)[0], ArrayImages)

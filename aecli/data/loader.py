@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
 
+from aecli.data import gpu_jpeg
 from aecli.data.arrays import ArrayImages
 from aecli.data.images import TORCHVISION_SUFFIXES, torchvision_decoder
 from aecli.data.inputs import Batch, FileImages, ImageSet
+from aecli.data.prefetch import ahead
 from aecli.errors import InputError
 
 
@@ -27,8 +30,11 @@ class _Batches(Dataset):
     size: int
     resize: str | None
     strict: bool
+    jpeg_bytes: bool = False  # JPEG files are only read here, and decoded on the device (gpu_jpeg)
 
-    def __getitem__(self, indices: np.ndarray) -> Batch:
+    def __getitem__(self, indices: np.ndarray) -> Batch | gpu_jpeg.Encoded:
+        if self.jpeg_bytes:
+            return gpu_jpeg.read(self.images, indices, self.channels, self.size, self.resize, self.strict)
         return self.images.load(indices, self.channels, self.size, self.resize, self.strict)
 
 
@@ -64,23 +70,44 @@ def stream(
     resize: str | None = "stretch",
     strict: bool = False,
     pin_memory: bool = False,
+    device: torch.device | None = None,
 ) -> Iterator[Batch]:
     """Yield each batch in order; a fatal input error is raised here, in the main process.
 
     resize: how images of another size are fitted (data.images.to_size), None: they are an error.
+    device: where the batches go. On CUDA, JPEG files are decoded there (their pixels stay there),
+    and the next batch is made in a thread while the caller's kernels run on this one.
     """
-    workers = default_workers(images) if workers is None else workers
-    if workers and _decodes_with_torchvision(images):
-        torchvision_decoder()  # once, here: forked workers inherit it
+    cuda = device is not None and device.type == "cuda"
+    on_device = cuda and gpu_jpeg.has_jpegs(images)
+    if workers is None:  # reading JPEG files' bytes needs no processes, whose start and traffic cost more
+        workers = 0 if on_device else default_workers(images)
+    if (workers or on_device) and _decodes_with_torchvision(images):
+        torchvision_decoder()  # once, here: forked workers and the prefetch thread inherit it
     loader = DataLoader(
-        _Batches(images, channels, size, resize, strict),
+        _Batches(images, channels, size, resize, strict, on_device),
         batch_size=None,
         sampler=batches,
         num_workers=workers,
         pin_memory=pin_memory,
         persistent_workers=False,
     )
-    for batch in loader:
+    made = _decoded(iter(loader), images, device, channels, size, resize, strict)  # workers start here
+    for batch in ahead(made) if _prefetch(cuda, workers) else made:
         if batch.error:
             raise InputError(batch.error)
+        yield batch
+
+
+def _prefetch(cuda: bool, workers: int) -> bool:
+    """On CUDA a thread makes the next batch (and decodes its JPEGs there) while the caller's
+    kernels run. On the CPU it measured no gain (benchmarks/stream_encode.py) and would run
+    beside the model's own threads, so batches are made in turn, as ever."""
+    return cuda
+
+
+def _decoded(loaded: Iterator, images: ImageSet, device, channels, size, resize, strict) -> Iterator[Batch]:
+    for batch in loaded:
+        if isinstance(batch, gpu_jpeg.Encoded):
+            batch = gpu_jpeg.decode(batch, images, device, channels, size, resize, strict)
         yield batch

@@ -7,6 +7,7 @@ Pixels are streamed batch by batch; only latent vectors (small) are ever gathere
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,11 +128,14 @@ def load_model(path: Path, device: str | None = None) -> Loaded:
 def batches(
     loaded: Loaded, images: ImageSet, rows: np.ndarray | None = None, *, batch_size: int = 256,
     workers: int | None = None, exact_size: bool = False, strict: bool = True, progress: Progress | None = None,
-    native: bool = False,
+    native: bool = False, on_device: bool = False,
 ) -> Iterator[Batch]:  # fmt: skip
     """The images at `rows` (default: all) in order, in batches fitted to the model as it was
     trained (its `resize`: pad, crop or stretch), or at their own size and colour with native=True;
     exact_size makes another size an error. Skipped images are reported, fatal when strict.
+
+    Pixels are on the CPU, or with on_device=True possibly already on the model's device (JPEGs
+    decoded on a GPU: data.gpu_jpeg), for callers that only hand them to the model.
 
     Under torchrun each process takes its own contiguous block of the batches (see
     distributed.shard_batches), so every process must call this with the same rows.
@@ -144,13 +148,19 @@ def batches(
         images, mine,
         None if native else cfg.channels, None if native else cfg.image_size,
         workers=workers, resize=None if exact_size else cfg.resize, strict=strict,
-        pin_memory=loaded.device.type == "cuda",
+        pin_memory=loaded.device.type == "cuda", device=loaded.device,
     )  # fmt: skip
     for batch in loader:
+        if not on_device:
+            batch = dataclasses.replace(batch, pixels=_on_cpu(batch.pixels))
         for message in batch.skipped:
             progress.skipped(message)
         progress.advance(len(batch.index) + len(batch.skipped))
         yield batch
+
+
+def _on_cpu(pixels: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    return pixels.cpu() if torch.is_tensor(pixels) else [x.cpu() for x in pixels]
 
 
 @dataclass
@@ -188,11 +198,11 @@ def encode(
     Under torchrun each process encodes its block of the batches; distributed.gathered joins them.
     """
     classes = loaded.require_classes(images, labels, "encoding")
-    vectors, index, skipped = [], [], 0
+    vectors, index, skipped = _Gathered(), [], 0
     stream_options = dict(
         batch_size=batch_size, workers=workers, exact_size=exact_size, strict=strict, progress=progress
     )
-    for batch in batches(loaded, images, **stream_options):
+    for batch in batches(loaded, images, on_device=True, **stream_options):
         skipped += len(batch.skipped)
         if not len(batch.index):
             continue
@@ -201,13 +211,40 @@ def encode(
         known = None if classes is None else torch.as_tensor(classes[batch.index.numpy()])
         with runtime.autocast(loaded.device):
             z = loaded.model.encode(x, noise, known)
-        vectors.append(z.float().flatten(1).cpu().numpy())
+        vectors.add(z.float().flatten(1))
         index.append(batch.index.numpy())
     width = math.prod(loaded.capabilities.latent_shape)
-    rows = np.concatenate(vectors) if vectors else np.empty((0, width), np.float32)
+    rows = vectors.array() if index else np.empty((0, width), np.float32)
     where = np.concatenate(index) if index else np.empty(0, np.int64)
     sources = [images.name(int(i)) for i in where]
     return Latents(rows.astype(np.float32), where, sources, skipped, loaded.capabilities.latent_shape)
+
+
+class _Gathered:
+    """Rows left where the model made them and copied to the CPU together, so a GPU runs on
+    instead of waiting at every batch for its copy; at most HOLD_BYTES wait on the device."""
+
+    HOLD_BYTES = 256 * 2**20
+
+    def __init__(self) -> None:
+        self.held: list[torch.Tensor] = []
+        self.held_bytes = 0
+        self.done: list[np.ndarray] = []
+
+    def add(self, rows: torch.Tensor) -> None:
+        self.held.append(rows)
+        self.held_bytes += rows.numel() * rows.element_size()
+        if self.held_bytes > self.HOLD_BYTES:
+            self._copy()
+
+    def _copy(self) -> None:
+        if self.held:
+            self.done.append(torch.cat(self.held).cpu().numpy())
+            self.held, self.held_bytes = [], 0
+
+    def array(self) -> np.ndarray:
+        self._copy()
+        return np.concatenate(self.done)
 
 
 def _draw(shape: tuple[int, ...], seed: int, index: int) -> torch.Tensor:

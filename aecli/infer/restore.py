@@ -16,6 +16,7 @@ from aecli import infer
 from aecli.data import ImageSet
 from aecli.io.files import atomic_output, guard_inputs, leader_writes, mirror_targets
 from aecli.io.pictures import save_png, save_rows
+from aecli.io.writer import Writer
 from aecli.scoring.quality import QualityReport
 
 
@@ -70,15 +71,16 @@ def denoise_to_files(
     """Denoise every image (options as infer.denoise) into targets["out"] (and the noisy input
     into targets["noisy"]), measuring each against its reference; keep the first `keep` for a grid."""
     done = Restored(keep=keep)
-    for result in infer.denoise(loaded, images, **options):
-        if "out" in targets:
-            save_png(targets["out"][result.index], result.clean)
-        if "noisy" in targets:
-            save_png(targets["noisy"][result.index], result.noisy)
-        ref = references.get(result.index, result.clean) if references else None
-        if ref is not None:
-            done.quality.add(images.name(result.index), result.noisy, result.clean, ref)
-        if len(done.shown) < keep:
-            done.shown.append([result.noisy, result.clean] + ([ref] if ref is not None else []))
-        done.count += 1
+    with Writer() as writer:  # PNGs are encoded and written while the model works on the next images
+        for result in infer.denoise(loaded, images, **options):
+            if "out" in targets:
+                writer.submit(save_png, targets["out"][result.index], result.clean)
+            if "noisy" in targets:
+                writer.submit(save_png, targets["noisy"][result.index], result.noisy)
+            ref = references.get(result.index, result.clean) if references else None
+            if ref is not None:
+                done.quality.add(images.name(result.index), result.noisy, result.clean, ref)
+            if len(done.shown) < keep:
+                done.shown.append([result.noisy, result.clean] + ([ref] if ref is not None else []))
+            done.count += 1
     return done

@@ -64,9 +64,19 @@ def save(
     optimizer: dict[str, Any] | None = None,
 ) -> None:
     """Write the model file atomically: a reader never sees a half-written file."""
-    from safetensors.torch import save as to_bytes
+    write(path, snapshot(model, train_config, training, calibration, latent_stats, optimizer))
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+def snapshot(
+    model: nn.Module,
+    train_config: TrainConfig,
+    training: dict[str, Any],
+    calibration: dict[str, Any] | None = None,
+    latent_stats: dict[str, Any] | None = None,
+    optimizer: dict[str, Any] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """What save() writes, copied off the device: the run may go on while write() puts it on disk."""
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION if model.objective.needs_input(model.config) else 3),
@@ -84,6 +94,13 @@ def save(
         state, extra = _flatten_optimizer(optimizer["state_dict"])
         tensors.update(state)
         metadata["optimizer"] = json.dumps({**extra, "position": optimizer["position"]}, separators=(",", ":"))
+    return tensors, metadata
+
+
+def write(path: Path, snapshot: tuple[dict[str, torch.Tensor], dict[str, str]]) -> None:
+    from safetensors.torch import save as to_bytes
+
+    tensors, metadata = snapshot
     write_bytes_atomic(path, canonical(to_bytes(tensors, metadata=metadata)))
 
 
@@ -106,7 +123,7 @@ def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tens
     tensors = {}
     for index, values in state_dict["state"].items():
         for key, value in values.items():
-            tensors[f"{_OPTIM}{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+            tensors[f"{_OPTIM}{index}.{key}"] = torch.as_tensor(value).detach().to("cpu", copy=True).contiguous()
     return tensors, {"param_groups": state_dict["param_groups"]}
 
 

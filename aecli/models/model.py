@@ -42,7 +42,7 @@ class Autoencoder(nn.Module):
             raise UsageError(
                 f"this model is conditional on its classes ({', '.join(classes)}): it needs each image's class"
             )
-        return torch.nn.functional.one_hot(torch.as_tensor(labels).long().cpu(), len(classes)).float()
+        return torch.nn.functional.one_hot(torch.as_tensor(labels).long(), len(classes)).float()  # where labels are
 
     def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None, labels: torch.Tensor | None = None):
         """One latent per image, float32: (B, latent_dim), or (B, C, h, w) without a bottleneck;

@@ -144,13 +144,14 @@ def write_score_report(
     shown = np.unique(np.concatenate([g.shown for g in report.galleries] + [np.empty(0, np.int64)]))
     rows = np.sort(result.scores.index[shown.astype(np.int64)])
     if len(rows):
-        from aecli.io.pictures import save_png
-        from aecli.scoring.maps import panel
+        from aecli.io.writer import Writer
+        from aecli.scoring.maps import own_map, write_map
 
-        for batch, _, recon in score_batches(loaded, images, rows, **options):
-            for x, r, i in zip(batch.pixels, recon, batch.index.tolist()):
-                save_png(directory / map_name(i), panel(x, r))
-                report.maps += 1
+        with Writer() as writer:
+            for batch, _, recon in score_batches(loaded, images, rows, **options):
+                for x, r, i in zip(batch.pixels, recon, batch.index.tolist()):
+                    writer.submit(write_map, directory / map_name(i), x, r, own_map(loaded, x, r))
+                    report.maps += 1
     _write_leader_files(report, loaded, images, result)
     return report
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from aecli.io.files import mirror_targets
 from aecli.io.pictures import save_png
+from aecli.io.writer import Writer
 
 MIN_SCALE = 0.1  # an error of 0.1 (10 % of the pixel range) or more is full heat
 VIEW_SIZE = 128  # small images are enlarged (nearest neighbour) to at least this, to be seen
@@ -51,8 +52,13 @@ def write_maps(loaded, images, rows: np.ndarray, out_dir: Path, **options) -> in
     targets = mirror_targets(out_dir, [images.relative(int(i)) for i in rows])
     target_of = dict(zip(np.asarray(rows).tolist(), targets))
     written = 0
-    for batch, _, recon in score_batches(loaded, images, np.asarray(rows), **options):
-        for x, r, i in zip(batch.pixels, recon, batch.index.tolist()):
-            save_png(target_of[i], panel(x, r))
-            written += 1
+    with Writer() as writer:  # drawn and written while the model scores the next batch
+        for batch, _, recon in score_batches(loaded, images, np.asarray(rows), **options):
+            for x, r, i in zip(batch.pixels, recon, batch.index.tolist()):
+                writer.submit(write_map, target_of[i], x, r)
+                written += 1
     return written
+
+
+def write_map(path: Path, x: torch.Tensor, recon: torch.Tensor) -> None:
+    save_png(path, panel(x, recon))

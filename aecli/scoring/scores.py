@@ -206,12 +206,13 @@ def score_batches(
 
     gaussian = gaussian_of(loaded)
     tiling = loaded.tiling(tiles, options.get("batch_size", 256))
-    for batch in batches(loaded, images, rows, native=tiling is not None, **options):
+    resized = tiling is None  # the model's input as loaded: it may stay on the device it was decoded on
+    for batch in batches(loaded, images, rows, native=not resized, on_device=resized, **options):
         if not len(batch.index):  # every image of the batch was skipped
             yield batch, {}, torch.empty(0)
             continue
         raw, recon, shown = batch_scores(loaded.model, loaded.device, batch.pixels, gaussian, tiling)
-        yield dataclasses.replace(batch, pixels=shown), raw, recon
+        yield dataclasses.replace(batch, pixels=shown.cpu() if resized else shown), raw, recon
 
 
 def score(loaded, images: ImageSet, **options) -> Scores:

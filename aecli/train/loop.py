@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,10 @@ def fit(
             cb.epoch_end(epoch, run.history.train_loss[-1], run.history.val_loss[-1] if val_loss is not None else None)
             cb.saved(epoch, run)
     except KeyboardInterrupt:
+        run.saved()
         raise Interrupted(f"interrupted; {out} holds the last saved epoch (continue with --resume)") from None
+    finally:
+        run.checkpoints.close()  # whatever ended the run, the last epoch's file is whole on disk
     if preview is not None and distributed.leader():
         from aecli.io.pictures import write_preview
 
@@ -76,6 +80,8 @@ def train_epoch(run: Run, epoch: int, stop: threading.Event | None) -> float:
     first = run.first_step if epoch == run.epoch else 0
     batches = batch_indices(distributed.shard_epoch(order), run.per_process)[first:]
     total, count = torch.zeros((), device=device), 0
+    window = LossWindow(device)
+    last = first + len(batches) - 1
     for step, batch in enumerate(run.stream(batches, pin_memory=device.type == "cuda"), start=first):
         skipped = run.report_unreadable(batch.skipped)
         n = len(batch.pixels)
@@ -85,33 +91,39 @@ def train_epoch(run: Run, epoch: int, stop: threading.Event | None) -> float:
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
             x = runtime.to_device(batch.pixels, device) if n else run.stand_in()
+            index = batch.rows if batch.rows is not None else batch.index
             torch.manual_seed(distributed.process_seed(runtime.step_seed(tc.seed, epoch, step + 1)))
             with runtime.autocast(device), run.frozen_statistics(blank=not n):
-                terms = run.step_loss(run.batch(x, batch.index))  # "loss", and any other named terms
+                terms = run.step_loss(run.batch(x, index))  # "loss", and any other named terms
                 loss = terms["loss"] if n else terms["loss"] * 0  # a stand-in adds nothing
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
         asked = stop is not None and stop.is_set()
-        values = term_values(terms)
-        if distributed.active():  # one all-reduce: the global batch's loss terms and size, and any stop
+        if distributed.active():  # one all-reduce a step: the global batch's loss terms and size, and any stop
+            values = term_values(terms)
             *sums, n, skipped, asked = distributed.sum_all([*(v * n for v in values), n, skipped, asked], device)
             sums, n, skipped = dict(zip(terms, sums)), int(n), int(skipped)
-            loss_sum, losses = sums["loss"], {name: s / max(n, 1) for name, s in sums.items()}
+            total += sums["loss"]
+            window.add({name: torch.tensor(s) for name, s in sums.items()}, n, summed=True)
         else:
-            loss_sum, losses = (loss.detach() * n, dict(zip(terms, values))) if n else (0.0, {})
-        mean = losses.get("loss", 0.0)
-        total += loss_sum
+            if n:
+                total += terms["loss"].detach() * n
+            window.add(terms, n)
         count += n
         run.history.images_seen += n
         run.history.skipped_images += skipped
-        run.refuse_divergence(epoch, step, mean, "training")
-        if n:
-            cb.step(epoch, step, losses, n, lr)
+        if window.due(step == last or asked):
+            losses, images = window.read()
+            run.refuse_divergence(epoch, step, losses.get("loss"), "training")
+            if images:
+                cb.step(epoch, step, losses, images, lr)
         stopping = asked if distributed.active() else stop is not None and stop.is_set()  # asked during step()
         if stopping:
+            losses, images = window.read()
+            run.refuse_divergence(epoch, step, losses.get("loss"), "training")
             run.history.interrupted_at = {"epoch": epoch, "step": step + 1}
-            run.save({"epoch": epoch, "step": step + 1})
+            run.save({"epoch": epoch, "step": step + 1}, wait=True)
             distributed.barrier()  # rank 0 has written the file before any process exits
             raise Interrupted(
                 f"interrupted in epoch {epoch + 1}, step {step + 1}/{run.steps_per_epoch}; "
@@ -125,6 +137,43 @@ def term_values(terms: dict[str, torch.Tensor]) -> list[float]:
     return torch.stack([t.detach().float() for t in terms.values()]).tolist() if terms else []
 
 
+class LossWindow:
+    """The loss terms of the steps since they were last read, summed where they were computed.
+
+    Reading a loss waits for the device to finish every step queued before it; on a GPU, whose
+    steps here take well under a millisecond, a read every step would leave it idle between
+    them. So an accelerator's losses are read at most every READ_EVERY seconds (what a progress
+    bar shows) and at the end of an epoch; the CPU's, already computed, every step.
+    """
+
+    READ_EVERY = 0.1
+
+    def __init__(self, device: torch.device):
+        self.every = 0.0 if device.type == "cpu" else self.READ_EVERY
+        self.sums: dict[str, torch.Tensor] = {}
+        self.images, self.read_at = 0, time.perf_counter()
+
+    def add(self, terms: dict[str, torch.Tensor], n: int, summed: bool = False) -> None:
+        """A step's mean terms over its n images (summed=True: already their sums)."""
+        if not n:
+            return
+        for name, value in terms.items():
+            value = value.detach().float() * (1 if summed else n)
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.images += n
+
+    def due(self, now: bool) -> bool:
+        return bool(self.images) and (now or time.perf_counter() - self.read_at >= self.every)
+
+    def read(self) -> tuple[dict[str, float], int]:
+        """The window's mean of each term and its image count, in one read; the window starts anew."""
+        values = torch.stack(list(self.sums.values())).tolist() if self.sums else []
+        losses = {name: v / max(self.images, 1) for name, v in zip(self.sums, values)}
+        images = self.images
+        self.sums, self.images, self.read_at = {}, 0, time.perf_counter()
+        return losses, images
+
+
 @torch.no_grad()
 def validation_loss(run: Run) -> float | None:
     """The mean loss per validation image, with the same noise every epoch; None without a split."""
@@ -134,14 +183,17 @@ def validation_loss(run: Run) -> float | None:
     run.images_at(-1)  # the same validation patches every epoch
     run.model.eval()
     torch.manual_seed(runtime.step_seed(run.tc.seed, -1, 0))
-    losses, count = [], 0
+    means, sizes = [], []
     for batch in run.stream(run.blocks(run.split.val)):
         if len(batch.pixels):
             x = runtime.to_device(batch.pixels, run.device)
+            index = batch.rows if batch.rows is not None else batch.index
             with runtime.autocast(run.device):
-                losses.append(float(run.model.loss(run.batch(x, batch.index))["loss"]) * len(x))
-            count += len(x)
+                means.append(run.model.loss(run.batch(x, index))["loss"].float())
+            sizes.append(len(x))
     run.model.train()
+    means = torch.stack(means).tolist() if means else []  # one read from the device, not one a batch
+    losses, count = [m * n for m, n in zip(means, sizes)], sum(sizes)
     if distributed.active():
         losses, count = distributed.concat(losses), distributed.total(count)
     return sum(losses) / count if count else None

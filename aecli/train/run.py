@@ -18,8 +18,10 @@ from aecli import distributed, runtime
 from aecli.config import ModelConfig, Settings, TrainConfig
 from aecli.data import ImageSet, batch_indices, stream
 from aecli.data.patches import Patches
+from aecli.data.resident import Resident, fits
 from aecli.errors import Diverged, UsageError
 from aecli.io import modelfile
+from aecli.io.writer import Writer
 
 
 class Callbacks:
@@ -158,7 +160,9 @@ class Run:
     calibration: dict[str, Any] | None = None
     unreadable: set[str] = field(default_factory=set)
     labels: np.ndarray | None = None  # a conditional model's: each training image's class number
+    resident: Resident | None = None  # the images, held on the device (--preload)
     step_loss: Callable[[dict[str, Any]], dict[str, torch.Tensor]] | None = None  # model.loss, or through DDP
+    checkpoints: Writer = field(default_factory=lambda: Writer(depth=1))  # an accelerator's epoch files
 
     @classmethod
     def start(
@@ -192,7 +196,7 @@ class Run:
             device=str(device) + (f" x {distributed.size()} processes" if distributed.active() else ""),
         )
         run = cls(
-            tc, config, device, images, split, model, torch.optim.Adam(model.parameters(), lr=tc.lr), history, out,
+            tc, config, device, images, split, model, adam(model, tc.lr, device), history, out,
             callbacks if distributed.leader() else Callbacks(),  # under torchrun, rank 0 reports
             labels=labels,
         )  # fmt: skip
@@ -201,7 +205,13 @@ class Run:
         else:
             history.skipped_images += len(refused)
             history.cycles = [tc.epochs]
+        run.preload()
+        if run.channels_last:
+            run.model.to(memory_format=torch.channels_last)
+            same_layouts(run.optimizer)
         run.step_loss = distributed.training_loss(run.model, device)  # after resuming: DDP copies rank 0's weights
+        if tc.compile:
+            run.step_loss = torch.compile(run.step_loss)
         run.callbacks.start(tc.epochs, run.steps_per_epoch, run.epoch, run.first_step)
         for message in refused:
             run.callbacks.skipped(message)
@@ -228,12 +238,41 @@ class Run:
         self.history.cycles = cycles + ([self.tc.epochs] if self.tc.epochs > cycles[-1] else [])
 
     def batch(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, Any]:
-        """What the objective's loss gets: the images, their rows, and a conditional model's classes."""
+        """What the objective's loss gets: the images, their rows, and a conditional model's classes.
+
+        `index` may be on the device (a preloaded set's), where the classes are then looked up too.
+        """
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         batch = {"images": x, "index": index}
         if self.labels is not None:
-            rows = self.labels[index.numpy()] if len(index) == len(x) else np.zeros(len(x), np.int64)  # a stand-in
-            batch["labels"] = torch.as_tensor(rows, device=x.device)
+            if len(index) != len(x):  # a stand-in
+                batch["labels"] = torch.zeros(len(x), dtype=torch.long, device=x.device)
+            elif index.device.type != "cpu":
+                batch["labels"] = torch.as_tensor(self.labels, device=index.device)[index]
+            else:
+                batch["labels"] = torch.as_tensor(self.labels[index.numpy()], device=x.device)
         return batch
+
+    def preload(self) -> None:
+        """Hold the images on the device from the first epoch on (resident.py), where --preload and
+        their size allow; patches, cut anew each epoch from whole images, always stream."""
+        if self.tc.preload == "no" or isinstance(self.images, Patches):
+            return
+        shape = (self.config.channels, self.config.image_size, self.config.image_size)
+        if self.tc.preload == "yes" or fits(len(self.images), shape, self.device):
+            try:
+                self.resident = Resident(len(self.images), shape, self.device)
+            except RuntimeError:  # torch.OutOfMemoryError among them
+                raise UsageError(
+                    f"--preload yes: {len(self.images)} images of {'x'.join(map(str, shape))} do not fit in "
+                    f"{self.device.type} memory; use --preload auto or no"
+                ) from None
+
+    @property
+    def channels_last(self) -> bool:
+        """--channels-last: auto is yes on CUDA (benchmarks/gpu.py), no elsewhere, where results stay as they were."""
+        return self.tc.channels_last == "yes" or (self.tc.channels_last == "auto" and self.device.type == "cuda")
 
     @property
     def per_process(self) -> int:
@@ -253,17 +292,21 @@ class Run:
         return self.split.val if len(self.split.val) else np.arange(len(self.images))
 
     def stream(self, batches: list[np.ndarray], pin_memory: bool = False, whole: bool = False):
-        """Batches of the training images at the model's size; whole=True: the images patches are
-        cut from, at their own size."""
+        """Batches of the training images at the model's size, from the device where they are held
+        there; whole=True: the images patches are cut from, at their own size."""
+        held = self.resident if self.resident is not None and not self.resident.given_up and not whole else None
+        if held is not None and held.complete:
+            return held.stream(batches)
         tc, images = self.tc, self.images
         channels, size = self.config.channels, self.config.image_size
         if whole and isinstance(images, Patches):
             images, channels, size = images.images, None, None
         resize = None if tc.exact_size else self.config.resize
-        return stream(
+        streamed = stream(
             images, batches, channels, size,
             workers=tc.workers, resize=resize, strict=not tc.skip_bad, pin_memory=pin_memory,
         )  # fmt: skip
+        return streamed if held is None else held.fill(batches, streamed)
 
     def held_out(self):
         """This process's block of the held-out images for calibration, and how to score them: a
@@ -328,19 +371,46 @@ class Run:
             for norm in norms:
                 norm.train()
 
-    def save(self, position: dict[str, int]) -> None:
+    def save(self, position: dict[str, int], wait: bool = False) -> None:
         """The model file as it stands, and where training is (rank 0 writes).
 
         Adam's state (twice the weights) is kept while the run can still be resumed; a finished
         file holds weights, config and calibration only, unless --keep-optimizer asks for more.
+        On an accelerator an epoch's file is written in the background while the next epoch
+        trains, one at a time; wait=True (and the end of fit) waits until it is on disk.
         """
         finished = position["epoch"] >= self.tc.epochs
         optimizer = {"state_dict": self.optimizer.state_dict(), "position": position}
         if distributed.leader():
-            modelfile.save(
-                self.out, self.model, self.tc, self.history.as_dict(self.tc.epochs), self.calibration,
+            state = modelfile.snapshot(
+                self.model, self.tc, self.history.as_dict(self.tc.epochs), self.calibration,
                 self.latent_stats, None if finished and not self.tc.keep_optimizer else optimizer,
             )  # fmt: skip
+            if self.device.type == "cpu":
+                modelfile.write(self.out, state)
+            else:
+                self.checkpoints.submit(modelfile.write, self.out, state)
+        if wait or finished:
+            self.saved()
+
+    def saved(self) -> None:
+        """Wait for the file being written in the background; its error, if it failed, is raised here."""
+        self.checkpoints.close()
+        self.checkpoints = Writer(depth=1)
+
+
+def adam(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam; on CUDA its fused kernel, one launch a step for every parameter instead of several."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=True if device.type == "cuda" else None)
+
+
+def same_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Adam's state in its parameters' memory layouts: a resumed run's, read from the file in the
+    plain one, would otherwise meet channels-last parameters in the fused kernel, which wants them alike."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def resume_settings(previous: modelfile.ModelFile, overrides: dict[str, Any]) -> Settings:
