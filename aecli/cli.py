@@ -623,8 +623,10 @@ def score(
         Optional[str],
         typer.Option(
             "--metric",
-            help="combined (mse and latent distance), mse, mae, bce, ssim, latent, or elbo (VAE). See docs/thresholds.md.",
-            show_default="combined; mse for model files without latent statistics",
+            help="combined (mse and latent distance), mse, mae, bce, ssim, latent, elbo (VAE), segmentation "
+            "(draem), transforms or geometric (geometric). See docs/thresholds.md.",
+            show_default="combined (segmentation for draem, geometric for geometric); mse for model files "
+            "without latent statistics",
         ),
     ] = None,
     threshold: Annotated[
@@ -697,7 +699,7 @@ def score(
     from aecli.distributed import gathered, total
     from aecli.io.tabular import write_records
     from aecli.scoring import scores, thresholds
-    from aecli.ui import Messages, StreamProgress, print_evaluation, print_table, score_table
+    from aecli.ui import Messages, StreamProgress, print_evaluation, print_pixel_evaluation, print_table, score_table
 
     say = Messages(quiet)
     scores.check_metric(metric)
@@ -726,7 +728,7 @@ def score(
 
         truth = labels_for(images, labels)
     loaded = infer.load_model(model, device)
-    if loaded.capabilities.skips:
+    if loaded.capabilities.skips and not loaded.capabilities.default_metric:
         say.warn(f"{model} is a unet: its skip connections reconstruct anomalies too; --arch conv models score better")
     options = dict(batch_size=batch_size, workers=workers, strict=not skip_bad, tiles=tiles)
     with StreamProgress(say, "score", images.refused) as progress:
@@ -746,6 +748,11 @@ def score(
     say.info(f"flagged {flagged} of {n} images ({flagged / max(n, 1):.1%})")
     if result.evaluation is not None:
         print_evaluation(result.evaluation, result.threshold.value)
+        from aecli.scoring.pixel_metrics import evaluate_pixels
+
+        located = evaluate_pixels(loaded, images, truth, **options)  # where MVTec-style masks are found
+        if located is not None:
+            print_pixel_evaluation(located)
     if maps:
         from aecli.scoring.maps import write_maps
 

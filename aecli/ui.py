@@ -249,6 +249,16 @@ def print_evaluation(evaluation, threshold: float) -> None:
 
 
 @leader_writes
+def print_pixel_evaluation(evaluation) -> None:
+    """Where the anomalies were located, against the masks (scoring/pixel_metrics.py), on stderr."""
+    e = evaluation
+    err.print(
+        f"masks: {e.regions} defect regions in {e.images} images; pixel AUROC {e.auroc:.4f}, PRO "
+        f"(to 30% FPR) {e.pro:.4f}", markup=False, soft_wrap=True,
+    )  # fmt: skip
+
+
+@leader_writes
 def print_table(table: Table) -> None:
     Console(highlight=False).print(table)
 

@@ -1,14 +1,17 @@
 """One-class anomaly detection on Fashion-MNIST: train on one class, find the other nine.
 
-For each class k, `ae train fashion-mnist:class=k` (default settings) learns what class k looks
-like; every metric of `aecli.scoring.scores.score` then scores the 10,000 test images, anomalous being
+For each class k and each variant (`ae`, the default, and `geometric`), `ae train
+fashion-mnist:class=k --variant V` (default settings otherwise) learns what class k looks like;
+every metric of `aecli.scoring.scores.score` then scores the 10,000 test images, anomalous being
 any other class, and we report each metric's AUROC. `ae score --labels class=k` runs once per
-class too, so the CLI's default metric and `--threshold auto` (at --fpr 0.01) are checked as a
-user meets them: the share of class-k test images it flags should be near 1 %.
+class and variant too, so the variant's default metric and `--threshold auto` (at --fpr 0.01)
+are checked as a user meets them: the share of class-k test images it flags should be near 1 %.
 
 The baseline, trained in the same run: the seed recipe, i.e. the seed ConvAE (`--arch conv`)
 with MSE loss, Adam at a constant 1e-3, batches of 128, 10 epochs, in a bare PyTorch loop over
-all of class k's training images in memory, scored by per-image MSE.
+all of class k's training images in memory, scored by per-image MSE. Peers, in the same run,
+where PyOD is installed (`pip install -e .[bench]`): PyOD's `AutoEncoder` and `KNN` with the
+library's defaults (verbose off), on raw pixels of the first 2,000 of class k's training images.
 
     python benchmarks/oneclass_fmnist.py [--classes 0,1] [--epochs N] [--ae-flags "--latent-dim 16"]
 
@@ -19,7 +22,9 @@ at most about 2 % of normal test images flagged.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import resource
 import shlex
 import subprocess
 import sys
@@ -36,6 +41,7 @@ from aecli.data import open_inputs
 from aecli.infer import load_model
 from aecli.scoring.metrics import auroc
 from aecli.models import create_model
+from aecli.models.registry import objective_class
 from aecli.scoring.scores import DEFAULT_METRIC, METRICS, score
 
 NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -63,13 +69,35 @@ def seed_auroc(x: torch.Tensor, test: torch.Tensor, anomalous: np.ndarray, epoch
     return auroc(errors.numpy(), anomalous), seconds
 
 
-def run_ae(*args: object) -> tuple[float, str]:
-    """`ae ARGS` in a new process: wall seconds and its stderr (the evaluation line lands there)."""
+PYOD_TRAIN = 2000  # PyOD's peers fit on the first 2,000 of class k's training images (KNN's cost grows with them)
+
+
+def pyod_aurocs(x: torch.Tensor, test: torch.Tensor, anomalous: np.ndarray) -> dict[str, float]:
+    """PyOD's AutoEncoder and KNN, library defaults, on raw pixels: AUROC and fit seconds of each."""
+    from pyod.models.auto_encoder import AutoEncoder
+    from pyod.models.knn import KNN
+
+    train, flat = x[:PYOD_TRAIN].flatten(1).numpy(), test.flatten(1).numpy()
+    result = {}
+    for name, detector in (("pyod_ae", AutoEncoder(verbose=0)), ("pyod_knn", KNN())):
+        started = time.perf_counter()
+        detector.fit(train)
+        result[f"{name}_s"] = time.perf_counter() - started
+        result[name] = auroc(detector.decision_function(flat), anomalous)
+    return result
+
+
+def run_ae(*args: object) -> tuple[float, str, float]:
+    """`ae ARGS` in a new process: wall seconds, its stderr (the evaluation line lands there) and
+    its CPU seconds (user + system: wall times are noisy on a shared machine)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "aecli", *map(str, args)], capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"ae {' '.join(map(str, args))} failed ({done.returncode}):\n{done.stderr}")
-    return time.perf_counter() - started, done.stderr
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return time.perf_counter() - started, done.stderr, cpu
 
 
 def cli_check(model: Path, k: int, out: Path) -> tuple[float, float]:
@@ -85,52 +113,77 @@ def cli_check(model: Path, k: int, out: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", default=",".join(map(str, range(10))), help="comma-separated, e.g. 0,2,4,6")
-    parser.add_argument("--epochs", type=int, help="override both sides' epochs (quick checks)")
+    parser.add_argument("--variants", default="ae,geometric", help="`ae train --variant` values, comma-separated")
+    parser.add_argument("--epochs", type=int, help="override every side's epochs (quick checks)")
     parser.add_argument("--ae-flags", default="", help="extra `ae train` flags, e.g. '--latent-dim 16'")
     parser.add_argument("--no-seed", action="store_true", help="skip the seed baseline (flag sweeps)")
+    parser.add_argument("--no-peers", action="store_true", help="skip PyOD's AutoEncoder and KNN")
     parser.add_argument("--workdir", type=Path, help="keep model files here (default: a temporary folder)")
     args = parser.parse_args()
     classes = [int(c) for c in args.classes.split(",")]
+    variants = args.variants.split(",")
     extra = shlex.split(args.ae_flags) + (["--epochs", str(args.epochs)] if args.epochs else [])
     train_x, train_y = fashion_mnist("train")
     test_x, test_y = fashion_mnist("test")
+    peers = not args.no_peers
+    if peers and importlib.util.find_spec("pyod") is None:
+        print("PyOD is not installed (pip install -e .[bench]): its columns are skipped", file=sys.stderr)
+        peers = False
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for k in classes:
             anomalous = test_y != k
-            seed, seed_s = (np.nan, np.nan)
+            normal_x = train_x[torch.from_numpy(train_y == k)]
+            row: dict = {"class": k, "seed": np.nan, "seed_s": np.nan}
             if not args.no_seed:
-                seed, seed_s = seed_auroc(train_x[torch.from_numpy(train_y == k)], test_x, anomalous, args.epochs or 10)
-            model = work / f"ae-{k}.safetensors"
-            train_s, _ = run_ae("train", f"fashion-mnist:class={k}", "-o", model, "-q", *extra)
-            scores = score(load_model(model, "cpu"), open_inputs(["fashion-mnist:test"]))
-            ours = {m: auroc(v, anomalous[scores.index]) for m, v in scores.values.items()}
-            cli, flagged = cli_check(model, k, work / f"scores-{k}.jsonl")
-            if abs(cli - ours[DEFAULT_METRIC]) > 1e-9:
-                print(f"class {k}: CLI AUROC {cli:.6f} != library {ours[DEFAULT_METRIC]:.6f} ({DEFAULT_METRIC})")
-            rows.append({"class": k, "seed": seed, "seed_s": seed_s, **ours, "train_s": train_s, "flagged": flagged})
-            print(f"class {k} done: {DEFAULT_METRIC} {ours[DEFAULT_METRIC]:.4f}, seed {seed:.4f}", file=sys.stderr)
-    print_table(rows, [m for m in METRICS if m in rows[0]])
+                row["seed"], row["seed_s"] = seed_auroc(normal_x, test_x, anomalous, args.epochs or 10)
+            if peers:
+                row.update(pyod_aurocs(normal_x, test_x, anomalous))
+            for variant in variants:
+                model = work / f"{variant}-{k}.safetensors"
+                train_args = ("train", f"fashion-mnist:class={k}", "--variant", variant, "-o", model, "-q", *extra)
+                row[f"{variant}:train_s"], _, row[f"{variant}:train_cpu_s"] = run_ae(*train_args)
+                loaded = load_model(model, "cpu")
+                scores = score(loaded, open_inputs(["fashion-mnist:test"]))
+                row.update({f"{variant}:{m}": auroc(v, anomalous[scores.index]) for m, v in scores.values.items()})
+                default = loaded.capabilities.default_metric or DEFAULT_METRIC
+                cli, row[f"{variant}:flagged"] = cli_check(model, k, work / f"scores-{variant}-{k}.jsonl")
+                row[f"{variant}:default"] = row[f"{variant}:{default}"]
+                if abs(cli - row[f"{variant}:default"]) > 1e-9:
+                    print(f"class {k}: CLI AUROC {cli:.6f} != library {row[f'{variant}:default']:.6f} ({variant}, {default})")
+            rows.append(row)
+            print(f"class {k} done: {json.dumps({c: round(v, 4) for c, v in row.items()})}", file=sys.stderr, flush=True)
+    print_table(rows, variants)
 
 
-def print_table(rows: list[dict], metrics: list[str]) -> None:
-    """A markdown table, one row per class and one of means, best mean AUROC in bold."""
-    columns = ["seed", *metrics]
-    means = {c: float(np.mean([r[c] for r in rows])) for c in [*columns, "seed_s", "train_s", "flagged"]}
-    best = max(metrics, key=lambda m: means[m])
-    head = ["class", "seed AUROC", *metrics, "seed train s", "ae train s", "normal flagged"]
+def print_table(rows: list[dict], variants: list[str]) -> None:
+    """A markdown table, one row per class and one of means, best mean AUROC in bold; then each
+    variant's every metric (means), and the times."""
+    peers = [c for c in ("pyod_ae", "pyod_knn") if c in rows[0]]
+    defaults = {v: objective_class(v).default_metric or DEFAULT_METRIC for v in variants}
+    columns = ["seed"] * (not np.isnan(rows[0]["seed"])) + [*peers, *(f"{v}:default" for v in variants)]
+    names = {"seed": "seed (MSE)", "pyod_ae": "PyOD AutoEncoder", "pyod_knn": "PyOD KNN"}
+    names.update({f"{v}:default": f"{v} ({defaults[v]})" for v in variants})
+    times = [f"{c}_s" for c in columns[: len(columns) - len(variants)]] + [f"{v}:train_s" for v in variants]
+    times += [f"{v}:train_cpu_s" for v in variants]
+    flagged = [f"{v}:flagged" for v in variants]
+    keys = [*columns, *times, *flagged]
+    means = {c: float(np.mean([r[c] for r in rows])) for c in keys}
+    best = max(columns, key=lambda c: -np.inf if np.isnan(means[c]) else means[c])
+    head = ["class", *(names[c] for c in columns), *(f"{v} flagged" for v in variants)]
     print("| " + " | ".join(head) + " |")
     print("| --- " + "| ---: " * (len(head) - 1) + "|")
     for r in [*rows, {"class": "mean", **means}]:
         name = f"{r['class']} {NAMES[r['class']]}" if r["class"] != "mean" else "**mean**"
         cells = [f"**{r[c]:.4f}**" if r["class"] == "mean" and c == best else f"{r[c]:.4f}" for c in columns]
-        cells += [f"{r['seed_s']:.1f}", f"{r['train_s']:.1f}", f"{r['flagged']:.2%}"]
+        cells += [f"{r[c]:.2%}" for c in flagged]
         print("| " + " | ".join([name, *cells]) + " |")
-    print(
-        f"\nbest mean AUROC: {best} ({means[best]:.4f}); default metric {DEFAULT_METRIC}: {means[DEFAULT_METRIC]:.4f}"
-    )
+    print("\nmean seconds per class: " + ", ".join(f"{c} {means[c]:.1f}" for c in times))
+    for v in variants:
+        metrics = [m for m in METRICS if f"{v}:{m}" in rows[0]]
+        print(f"{v}, mean AUROC by metric: " + ", ".join(f"{m} {np.mean([r[f'{v}:{m}'] for r in rows]):.4f}" for m in metrics))
 
 
 if __name__ == "__main__":

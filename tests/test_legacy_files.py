@@ -37,10 +37,7 @@ def test_a_version_1_file_gives_the_same_latents_scores_and_pictures(run, tmp_pa
         metric = key[len("score.") :]  # --whole: as version 1 scored patch models (now they score in tiles)
         result = run("score", inputs, "-m", model, "--metric", metric, "--format", "csv", "--whole", *cpu)
         scores = [float(line.split(",")[1]) for line in result.stdout.splitlines()[1:]]
-        # combined divides by a MAD: the 1e-7 by which two conv paths differ (batches in plain NCHW
-        # now; version 1 passed 1-channel arrays in strides that picked the channels-last one) shows at 1e-5
-        rtol = 1e-4 if metric == "combined" else 1e-5
-        np.testing.assert_allclose(scores, expected[key], rtol=rtol, atol=1e-7, err_msg=key)
+        np.testing.assert_allclose(scores, expected[key], rtol=1e-5, atol=1e-7, err_msg=key)
     if "decoded" in expected.files:
         assert run("decode", "z.npy", "-m", model, "-o", "decoded", *cpu).exit_code == 0
         np.testing.assert_array_equal(_pngs(tmp_path / "decoded"), expected["decoded"])

@@ -50,9 +50,9 @@ class ArrayImages:
         chunk = np.asarray(self.array[rows[order]])
         chunk = chunk[np.argsort(order, kind="stable")]
         scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(chunk.dtype.newbyteorder("="))
-        if self.channels_last:  # to (B, C, H, W) in the copy below: plain strides, whatever C is
-            chunk = chunk.transpose(0, 3, 1, 2)
         x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))  # also native byte order (IDX)
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)
         if scale is not None:  # 8- or 16-bit pixels: in range by construction
             return x.div_(scale), np.ones(len(rows), bool)
         usable = (torch.isfinite(x) & (x >= 0) & (x <= 1)).flatten(1).all(1)

@@ -3,7 +3,8 @@
 On a GPU a small model takes a step in less time than a DataLoader needs to slice, convert and
 copy a batch, so a set that fits is kept, as the first epoch reads it, in one tensor on the
 device: uint8 where every pixel is 8-bit (a quarter of the memory), float32 otherwise. Later
-batches are an index into it and a division, and equal the streamed ones bit for bit.
+batches are an index into it and a division, and equal the streamed ones bit for bit (for a set
+whose batches all stream in one memory layout: see layout_of).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Resident:
     def keep(self, rows: np.ndarray, batch: Batch) -> None:
         if len(batch.index):
             x, device = batch.pixels, self.pixels.device
+            if not self.present.any():  # the first: hold the set in the strides it streams in
+                self.pixels = torch.empty_like(self.pixels, memory_format=layout_of(x)).zero_()
             if self.pixels.dtype == torch.uint8 and not _eight_bit(x):
                 if not fits(len(self.pixels), self.pixels.shape[1:], device, 4, held=self.pixels.numel()):
                     self.given_up, self.pixels = True, self.pixels[:0]
@@ -67,6 +70,14 @@ class Resident:
     def gather(self, rows: torch.Tensor) -> torch.Tensor:
         x = self.pixels[rows]
         return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
+def layout_of(x: torch.Tensor) -> torch.memory_format:
+    """The memory format a batch streams in: channels-last for arrays stored so (a 1-channel one's
+    strides fit both), plain for files. Convolutions take another path on each, with other
+    rounding, so the held set keeps it and its batches equal the streamed ones to the bit."""
+    last = torch.empty(x.shape, memory_format=torch.channels_last, device="meta").stride()
+    return torch.channels_last if x.stride() == last else torch.contiguous_format
 
 
 def _eight_bit(x: torch.Tensor) -> bool:

@@ -28,6 +28,7 @@ class Capabilities:
     latent_shape: tuple[int, ...]  # one image's latent at the model's size
     skips: bool  # detail bypasses the latent (a unet): anomalies reconstruct well too
     classes: tuple[str, ...] = ()  # a conditional model's classes: encoding and sampling need one per image
+    default_metric: str | None = None  # the metric `ae score` uses unless told, where the objective has one
 
 
 def latent_grid(config: ModelConfig) -> int:
@@ -50,4 +51,5 @@ def capabilities_of(config: ModelConfig) -> Capabilities:
         latent_shape=(config.latent_dim,) if config.bottleneck else (config.latent_dim, grid, grid),
         skips=not alone,
         classes=objective.classes_of(config),
+        default_metric=objective.default_metric,
     )

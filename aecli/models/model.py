@@ -27,6 +27,7 @@ class Autoencoder(nn.Module):
         self.capabilities = capabilities_of(config)
         conditions = len(self.capabilities.classes)  # a conditional model's: its encoder and decoder see the class
         self.net = make_backbone(config, config.latent_dim * self.objective.latent_factor, conditions)
+        self.heads = nn.ModuleDict(self.objective.networks())  # none but for objectives with networks of their own
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One training step's named loss terms; "loss" is the one to minimise."""
@@ -81,6 +82,10 @@ class Autoencoder(nn.Module):
     def scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The objective's own anomaly metrics for a batch (a VAE's elbo), one value per image."""
         return self.objective.scores(self, x)
+
+    def anomaly_map(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor | None:
+        """The objective's own per-pixel anomaly, (B, H, W) in [0, 1]; None where maps show the error."""
+        return self.objective.anomaly_map(self, x, recon)
 
     def prior(self, latent_stats: dict[str, Any] | None):
         """What `ae sample` draws latents from: mean, a covariance factor, and where they came from."""

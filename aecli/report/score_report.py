@@ -38,6 +38,8 @@ METRIC_ABOUT = {
     "latent": "the squared Mahalanobis distance of each image's latent to the training latents",
     "combined": "mse plus the latent distance, each standardised by the model's calibration",
     "elbo": "the VAE's negative evidence lower bound",
+    "transforms": "how unsure the model is of each rotation and flip the image is shown in (summed -log p)",
+    "geometric": "mse, the latent distance and transforms, each standardised by the model's calibration",
 }
 
 

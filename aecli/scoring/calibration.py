@@ -20,7 +20,7 @@ import torch
 
 from aecli import runtime
 from aecli.data import Batch
-from aecli.scoring.scores import LatentGaussian, Tiling, add_combined, batch_scores
+from aecli.scoring.scores import SUMS, LatentGaussian, Tiling, add_combined, batch_scores
 
 QUANTILE_POINTS = 1001  # the quantile function at 0, 0.1 %, ..., 100 %: any --fpr down to 0.001
 
@@ -52,14 +52,15 @@ def record(
     """The calibration record of every metric's scores on normal images, `combined` included,
     and where they were computed (scores are float32 on every device: see scores.image_scores);
     with the images' variance around their mean image (PixelMoments), when it was measured."""
-    raw = {k: v for k, v in values.items() if k != "combined"}
+    raw = {k: v for k, v in values.items() if k not in SUMS}
     result = {"split": split, "device": device, "precision": "float32", "metrics": {}}
     if pixel_variance is not None:
         result["pixel_variance"] = _round(pixel_variance)
     result["metrics"] = {name: summarize(v) for name, v in raw.items()}
     add_combined(raw, result)  # standardised by the record just made
-    if "combined" in raw:
-        result["metrics"]["combined"] = summarize(raw["combined"])
+    for name in SUMS:
+        if name in raw:
+            result["metrics"][name] = summarize(raw[name])
     return result
 
 

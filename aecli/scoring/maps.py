@@ -2,7 +2,8 @@
 
 Colour is the per-pixel absolute error averaged over channels, scaled per image to its largest
 error but never below MIN_SCALE, so a well-reconstructed image stays dark instead of having its
-noise stretched into false alarms.
+noise stretched into false alarms. A model that predicts its own anomaly map (draem's
+segmentation, a probability) is shown by that map instead, unscaled.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from aecli import runtime
 from aecli.io.files import mirror_targets
 from aecli.io.pictures import save_png
 from aecli.io.writer import Writer
@@ -32,10 +34,14 @@ def colourize(values: torch.Tensor) -> torch.Tensor:
     return ((1 - frac) * _RAMP[low] + frac * _RAMP[low + 1]).permute(2, 0, 1)
 
 
-def panel(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-    """(3, H', 3W'+gaps): the input, its reconstruction, and the error heat over the input."""
-    error = (recon.float() - x.float()).abs().mean(0)
-    heat = colourize(error / max(float(error.max()), MIN_SCALE))
+def panel(x: torch.Tensor, recon: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
+    """(3, H', 3W'+gaps): the input, its reconstruction, and the heat over the input: the error,
+    or the model's `own` map (H, W) in [0, 1]."""
+    if own is None:
+        error = (recon.float() - x.float()).abs().mean(0)
+        heat = colourize(error / max(float(error.max()), MIN_SCALE))
+    else:
+        heat = colourize(own.float())
     grey = x.float().mean(0, keepdim=True).expand(3, -1, -1)
     overlay = 0.45 * grey + 0.55 * heat
     pieces = [x.float().expand(3, -1, -1), recon.float().expand(3, -1, -1), overlay]
@@ -55,10 +61,27 @@ def write_maps(loaded, images, rows: np.ndarray, out_dir: Path, **options) -> in
     with Writer() as writer:  # drawn and written while the model scores the next batch
         for batch, _, recon in score_batches(loaded, images, np.asarray(rows), **options):
             for x, r, i in zip(batch.pixels, recon, batch.index.tolist()):
-                writer.submit(write_map, target_of[i], x, r)
+                writer.submit(write_map, target_of[i], x, r, own_map(loaded, x, r))
                 written += 1
     return written
 
 
-def write_map(path: Path, x: torch.Tensor, recon: torch.Tensor) -> None:
-    save_png(path, panel(x, recon))
+def write_map(path: Path, x: torch.Tensor, recon: torch.Tensor, own: torch.Tensor | None = None) -> None:
+    save_png(path, panel(x, recon, own))
+
+
+@torch.no_grad()
+def own_map(loaded, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor | None:
+    """The model's own anomaly map of one image at the size it was scored (H, W), on the CPU;
+    None for a model without one. Fully convolutional, it runs on the whole image at once, so a
+    tiled image's map comes from its stitched reconstruction at native resolution."""
+    device = loaded.device
+    with torch.autocast(device.type, enabled=False):
+        own = loaded.model.anomaly_map(runtime.to_device(x[None], device), runtime.to_device(recon[None], device))
+    return None if own is None else own[0].float().cpu()
+
+
+def anomaly_map(loaded, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """One image's per-pixel anomaly (H, W): the model's own map, else the error averaged over channels."""
+    own = own_map(loaded, x, recon)
+    return own if own is not None else (recon.float() - x.float()).abs().mean(0)

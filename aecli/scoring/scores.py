@@ -9,6 +9,9 @@ learnt on one side means the same on the other.
   latent         squared Mahalanobis distance of the latent to the training latents' Gaussian
   combined       mse and latent, each standardised by its calibration (median, MAD), summed
   elbo           VAEs: negative ELBO with z at the posterior mean (deterministic)
+  transforms     geometric: how unsure its head is of each rotation and flip the image is shown in
+  geometric      geometric: mse, latent and transforms, standardised as combined's (its default metric)
+  segmentation   draem: the predicted anomaly map's smoothed maximum (its default metric)
 
 A model trained on patches scores larger images in tiles at their own resolution, each metric the
 highest over the image's tiles (tiled.py), in training's calibration and in `ae score` alike.
@@ -31,7 +34,7 @@ from aecli.errors import UsageError
 from aecli.scoring.quality import ssim
 from aecli.scoring.tiled import fit_for_tiles, score_tiled
 
-METRICS = ("mse", "mae", "bce", "ssim", "latent", "combined", "elbo")
+METRICS = ("mse", "mae", "bce", "ssim", "latent", "combined", "elbo", "segmentation", "transforms", "geometric")
 # The best mean AUROC in benchmarks/oneclass_fmnist.py (0.921 against mse's 0.892 over the ten
 # Fashion-MNIST classes); mse where a model file lacks what combined needs.
 DEFAULT_METRIC = "combined"
@@ -108,16 +111,22 @@ def metric_caveat(metric: str, scores: Scores) -> str | None:
     )
 
 
+# Metrics that are sums of others, each standardised by its calibration (median and MAD).
+SUMS = {"combined": ("mse", "latent"), "geometric": ("mse", "latent", "transforms")}
+
+
 def add_combined(scores: dict[str, np.ndarray], calibration: dict[str, Any] | None) -> None:
-    """`combined`, from mse and latent standardised by their calibration (median and MAD)."""
+    """Each of SUMS whose parts the scores and their calibration have: `combined` from mse and
+    latent, `geometric` from those and a geometric model's transforms."""
     metrics = (calibration or {}).get("metrics", {})
-    if "latent" not in scores or not all(k in metrics for k in ("mse", "latent")):
-        return
-    total = np.zeros_like(scores["mse"], dtype=np.float64)
-    for name in ("mse", "latent"):
-        stats = metrics[name]
-        total += (scores[name] - stats["median"]) / max(stats["mad"], 1e-12)
-    scores["combined"] = total.astype(np.float32)
+    for total_name, parts in SUMS.items():
+        if not all(k in scores and k in metrics for k in parts):
+            continue
+        total = np.zeros_like(scores["mse"], dtype=np.float64)
+        for name in parts:
+            stats = metrics[name]
+            total += (scores[name] - stats["median"]) / max(stats["mad"], 1e-12)
+        scores[total_name] = total.astype(np.float32)
 
 
 @dataclass
@@ -157,6 +166,10 @@ def check_metric(metric: str | None) -> None:
 def _unavailable(metric: str) -> str:
     if metric == "elbo":
         return "metric elbo needs a VAE model"
+    if metric == "segmentation":
+        return "metric segmentation needs a model trained with --variant draem"
+    if metric in ("transforms", "geometric"):
+        return f"metric {metric} needs a model trained with --variant geometric"
     if metric in ("latent", "combined"):
         return f"metric {metric} needs the latent statistics and calibration stored by `ae train` (retrain, or `ae calibrate`)"
     return f"unknown metric '{metric}' (known: {', '.join(METRICS)})"
@@ -286,13 +299,15 @@ def assess(
 ) -> Assessment:  # fmt: skip
     """Choose the threshold over a whole set's scores, flag, and evaluate against labels if given.
 
-    metric=None takes DEFAULT_METRIC, or FALLBACK_METRIC when the model file cannot give it.
+    metric=None takes the model's own default metric if it has one (capabilities.default_metric),
+    else DEFAULT_METRIC, or FALLBACK_METRIC when the model file cannot give it.
     """
     from aecli.scoring import metrics, thresholds
 
     check_metric(metric)
     if metric is None:
-        metric = DEFAULT_METRIC if DEFAULT_METRIC in scores.values or not len(scores.index) else FALLBACK_METRIC
+        preferred = loaded.capabilities.default_metric or DEFAULT_METRIC
+        metric = preferred if preferred in scores.values or not len(scores.index) else FALLBACK_METRIC
     values = scores.of(metric)
     chosen = thresholds.choose(threshold, values, metric, loaded.file.calibration, fpr, contamination)
     result = Assessment(metric, scores, chosen, values > chosen.value)

@@ -8,6 +8,7 @@ objective is a plain class in a file of its own here, registered by name with `@
   loss()         one training step's named loss terms from a batch (a mapping: images, and
                  labels, masks or paths where the data has them); "loss" is the one minimised
   capabilities   what commands may ask of it: sampling, denoising, extra anomaly metrics
+  networks()     any network of its own beside the backbone (a segmentation head), trained and stored with it
 
 Its methods get the model (models/model.py) and tensors. Objective files import torch inside
 their methods only, so reading their settings for `--help` costs no torch import.
@@ -40,6 +41,7 @@ class Objective:
     denoises: ClassVar[bool] = False  # trained to give clean images back from corrupted ones
     metrics: ClassVar[tuple[str, ...]] = ()  # anomaly metrics of its own, beyond the reconstruction ones
     generative: ClassVar[bool] = False  # has a prior of its own to sample from
+    default_metric: ClassVar[str | None] = None  # the metric `ae score` uses unless told; None: scores.py's
 
     def __init__(self, config: ModelConfig):
         self.config = config
@@ -85,6 +87,15 @@ class Objective:
     def scores(self, model: Autoencoder, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Its own anomaly metrics (named in `metrics`), one value per image."""
         return {}
+
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """Networks of its own beside the backbone, by name: trained with it and stored in its file."""
+        return {}
+
+    def anomaly_map(self, model: Autoencoder, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor | None:
+        """Where each image is anomalous, (B, H, W) in [0, 1], for an objective that predicts it (a
+        segmentation); None: maps show how far the reconstruction is from the input."""
+        return None
 
     def prior(self, latent_stats: dict[str, Any] | None, size: int) -> tuple[np.ndarray, np.ndarray, str]:
         """Mean, a factor L with L Lᵀ = covariance, and their source, for latents of `size` numbers:
