@@ -70,15 +70,12 @@ def dihedral(x):
     the 4 that keep the shape when the images are not square."""
     import torch
 
-    views = torch.randint(8, (len(x),), device=x.device)
+    from aecli.models.symmetries import SYMMETRIES, transformed
+
+    views = torch.randint(SYMMETRIES, (len(x),), device=x.device)
     if x.shape[-1] != x.shape[-2]:
         views = views - views % 2  # half turns and flips only
-    out = torch.empty_like(x)
-    for view in views.unique().tolist():
-        hit = views == view
-        turned = x[hit].flip(-1) if view >= 4 else x[hit]
-        out[hit] = torch.rot90(turned, view % 4, (-2, -1))
-    return out
+    return transformed(x, views)
 
 
 def levels(sigma: float | list[float], x):

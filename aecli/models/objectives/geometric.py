@@ -12,25 +12,11 @@ from __future__ import annotations
 
 from aecli.models.objectives.base import Objective
 from aecli.models.registry import register
+from aecli.models.symmetries import SYMMETRIES as TRANSFORMS
+from aecli.models.symmetries import transformed
 from aecli.settings import Setting
 
-TRANSFORMS = 8  # a quarter turn 0-3 times, flipped or not: the symmetries of the square
 HEAD_WIDTH = 128  # hidden units of the head on the latent: small beside the backbone
-
-
-def transformed(x, which):
-    """Each image of x (B, C, H, W; square) in its transform: `which`, a number 0-7 per image, or one for all."""
-    import torch
-
-    if isinstance(which, int):
-        flipped = x.flip(-1) if which >= 4 else x
-        return torch.rot90(flipped, which % 4, (-2, -1))
-    out = torch.empty_like(x)
-    for t in range(TRANSFORMS):
-        chosen = which == t
-        if chosen.any():
-            out[chosen] = transformed(x[chosen], t)
-    return out
 
 
 @register
