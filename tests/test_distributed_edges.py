@@ -103,6 +103,7 @@ line = " ".join([
     f"ranks differ {not torch.equal(*shares)}, then all rank 0's {all(torch.equal(s, shares[0]) for s in saved)}",
 ])
 os.write(1, (line + "\\n").encode())  # one write: the two processes share stdout and must not interleave
+distributed.barrier()  # leave together, as commands do: gloo aborts one whose peer tears the group down under it
 """
 
 
