@@ -54,17 +54,9 @@ class ModelFile:
     optimizer: dict[str, Any] | None  # Adam's state_dict and the position, for --resume
 
 
-def save(
-    path: Path,
-    model: nn.Module,
-    train_config: TrainConfig,
-    training: dict[str, Any],
-    calibration: dict[str, Any] | None = None,
-    latent_stats: dict[str, Any] | None = None,
-    optimizer: dict[str, Any] | None = None,
-) -> None:
-    """Write the model file atomically: a reader never sees a half-written file."""
-    write(path, snapshot(model, train_config, training, calibration, latent_stats, optimizer))
+def save(path: Path, *parts: Any, **named: Any) -> None:
+    """Write the model file of snapshot(*parts) atomically: a reader never sees a half-written file."""
+    write(path, snapshot(*parts, **named))
 
 
 def snapshot(
