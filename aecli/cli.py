@@ -313,6 +313,9 @@ def encode(
         ),
     ] = None,
     sample: Annotated[bool, typer.Option("--sample", help="vae: draw from q(z|x) instead of taking its mean.")] = False,
+    continuous: Annotated[
+        bool, typer.Option("--continuous", help="vqvae: write the code vectors instead of the code numbers.")
+    ] = False,
     labels: Annotated[
         Optional[str],
         typer.Option(
@@ -332,7 +335,7 @@ def encode(
     max_pixels: MaxPixels = None,
     quiet: Quiet = False,
 ) -> None:
-    """Write one latent vector (float32 row) per image, in input order.
+    """Write one latent vector (float32 row) per image, in input order; a VQ-VAE's code numbers.
 
     \b
     Examples:
@@ -341,6 +344,7 @@ def encode(
       ae encode ./images -m vae.safetensors --format npz -o z.npz
       ae encode sample:test -m ae.safetensors -o z.npy --plot map.png --projection tsne
       ae encode ./shapes -m cvae.safetensors --labels folders -o z.npy
+      ae encode ./images -m vqvae.safetensors -o codes.npz      # whole numbers, grid shape recorded
     """
     from aecli import infer
     from aecli.data import open_inputs
@@ -367,7 +371,7 @@ def encode(
     with StreamProgress(say, "encode", images.refused) as progress:
         local = infer.encode(
             loaded, images, batch_size=batch_size, workers=workers, sample=sample, seed=seed,
-            exact_size=exact_size, strict=not skip_bad, progress=progress, labels=labels,
+            exact_size=exact_size, strict=not skip_bad, progress=progress, labels=labels, continuous=continuous,
         )  # fmt: skip
     result = gathered(local)
     latents.write(result.vectors, result.sources, target, fmt, result.shape)
@@ -377,15 +381,20 @@ def encode(
         labels, names = plots.dataset_labels(images, result.index)
         plots.latent_map(result.vectors, labels, plot, projection=projection or "pca", class_names=names, seed=seed)
         say.info(f"latent map: {plot}")
+    each = "code numbers" if result.vectors.dtype.kind in "iu" else "floats"
     say.info(
-        f"encoded {len(result.vectors)} images to {target or 'stdout'} ({fmt}, {result.vectors.shape[1]} floats each)"
+        f"encoded {len(result.vectors)} images to {target or 'stdout'} ({fmt}, {result.vectors.shape[1]} {each} each)"
     )
 
 
 @command()
 def decode(
     latents_file: Annotated[
-        str, typer.Argument(metavar="LATENTS", help="A .npy/.npz file of latent rows (from ae encode), or - for stdin.")
+        str,
+        typer.Argument(
+            metavar="LATENTS",
+            help="A .npy/.npz file of latent rows (from ae encode; a vqvae's code numbers too), or - for stdin.",
+        ),
     ],
     model: ModelPath = ...,
     out: Annotated[
@@ -566,23 +575,28 @@ def sample(
         int, typer.Option("--steps", min=2, help="--interpolate: images along the line, ends included.")
     ] = 8,
     sampler: Annotated[
-        str,
+        Optional[str],
         typer.Option(
             "--sampler",
-            metavar="normal|gmm[:K]",
-            help="What latents are drawn from: normal (a VAE's prior, a plain model's fitted Gaussian) or gmm, "
-            "the Gaussian mixture fitted to the training latents after training (`ae info` shows its K).",
+            metavar="prior|normal|gmm[:K]",
+            help="What latents are drawn from: prior (the code prior a vqvae learnt), normal (a VAE's prior, a "
+            "plain model's fitted Gaussian) or gmm, the Gaussian mixture fitted to the training latents after "
+            "training (`ae info` lists a file's samplers).",
+            show_default="prior where the model learnt one, else normal",
         ),
-    ] = "normal",
+    ] = None,
     class_name: Annotated[
-        Optional[str],
-        typer.Option("--class", help="A conditional model's class to draw (`ae info` lists them)."),
+        Optional[list[str]],
+        typer.Option(
+            "--class", help="A conditional model's class to draw (`ae info` lists them); repeat it for several, "
+            "or give all for every class: -n of each, the same draws in each class.",
+        ),
     ] = None,
     seed: Seed = 0,
     device: Device = None,
     quiet: Quiet = False,
 ) -> None:
-    """Draw new images: from a VAE's prior, or a latent Gaussian or mixture (--sampler).
+    """Draw new images: from a VAE's prior, a VQ-VAE's code prior, or a latent Gaussian or mixture (--sampler).
 
     \b
     Examples:
@@ -590,13 +604,14 @@ def sample(
       ae sample -m ae.safetensors --sampler gmm -n 64 --grid two-stage.png
       ae sample -m ae.safetensors --interpolate a.png b.png --steps 8 --grid walk.png
       ae sample -m cvae.safetensors --class sneaker -n 16 --grid sneakers.png
+      ae sample -m cvae.safetensors --class all -n 8 --grid classes.png      # a row per class
     """
     from aecli import infer, samplers
     from aecli.io.pictures import write_numbered
     from aecli.ui import Messages
 
     say = Messages(quiet)
-    chosen = samplers.parse(sampler)
+    chosen = samplers.parse(sampler) if sampler is not None else None
     if out is None and grid is None:
         raise UsageError("nothing to write: give -o DIR, --grid FILE, or both")
     _outputs(grid)
@@ -610,7 +625,7 @@ def sample(
         images, source = infer.sample(
             loaded, n, temperature=temperature, seed=seed, sampler=chosen, label=class_name
         )
-        what = f"{n} samples from {source}"
+        what = f"{len(images)} samples from {source}"
     write_numbered([images], len(images), out, grid, nrow)
     say.info(f"drew {what}" + (f" to {out}/" if out else "") + (f"; grid: {grid}" if grid else ""))
 

@@ -35,6 +35,9 @@ MODEL_SETTINGS = (
     # one stride-2 stage per halving down to about 4x4: see default_widths
     Setting("widths", None, "Channels per stride-2 stage, e.g. 32,64,128.", kind=list, low=1,
             unset="doubling down to about 4x4", model=True),
+    Setting("upsample", "transpose", "How the decoder doubles its maps: resize (nearest, then a 3x3 "
+            "convolution; no checkerboard marks) or transpose (a transposed 4x4 convolution).",
+            choices=("transpose", "resize"), model=True),
 )  # fmt: skip
 
 TRAIN_SETTINGS = (
@@ -263,6 +266,7 @@ def model_config_from_json(text: str) -> ModelConfig:
     variant = data.get("variant") or "ae"
     names = {s.name for s in model_settings(variant)}
     data.setdefault("resize", "stretch")  # how files before format 3 fitted every image
+    data.setdefault("upsample", "transpose")  # every decoder before the setting existed
     return ModelConfig(**{k: v for k, v in data.items() if k in names})
 
 

@@ -1,6 +1,7 @@
 """What `ae sample` draws latents from, and what a model file's latent statistics say about its latent.
 
 `normal`: a VAE's prior N(0, I), or the Gaussian fitted to a plain model's training latents.
+`prior`: a prior learnt in training (a VQ-VAE's over its codes); the default where there is one.
 `gmm`: a Gaussian mixture fitted by EM to the same training latents after training (a VAE's
 posterior means: its aggregate posterior), stored beside them in `latent_stats` as `mixture`. A
 mixture follows latents that clump, which one Gaussian smears over, so a plain autoencoder
@@ -29,28 +30,38 @@ ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016: dimension i is active if Cov_x(E_q
 
 @dataclass(frozen=True)
 class Sampler:
-    name: str  # "normal" or "gmm"
+    name: str  # "normal", "gmm" or "prior"
     components: int | None = None  # gmm:K asks for K; plain `gmm` takes the stored mixture
 
     def __str__(self) -> str:
         return self.name if self.components is None else f"{self.name}:{self.components}"
 
 
-def parse(spec: str | None) -> Sampler:
-    """`normal`, `gmm` or `gmm:K`; anything else is a usage error naming what works."""
-    text = (spec or "normal").strip().lower()
+def parse(spec: str) -> Sampler:
+    """`normal`, `prior`, `gmm` or `gmm:K`; anything else is a usage error naming what works."""
+    text = spec.strip().lower()
     name, colon, k = text.partition(":")
-    if name == "normal" and not colon:
-        return Sampler("normal")
+    if name in ("normal", "prior") and not colon:
+        return Sampler(name)
     if name == "gmm" and (not colon or (k.isdigit() and int(k) > 0)):
         return Sampler("gmm", int(k) if k else None)
-    raise UsageError(f"unknown sampler {spec!r}: use normal, gmm or gmm:K (K a whole number above 0)")
+    raise UsageError(f"unknown sampler {spec!r}: use normal, prior, gmm or gmm:K (K a whole number above 0)")
 
 
-def offered(latent_stats: dict[str, Any] | None, prior: bool) -> list[str]:
-    """The samplers a file supports, as `--sampler` spells them; `prior`: the model has its own (a VAE)."""
+def default(learnt_prior: bool) -> Sampler:
+    """What `ae sample` draws from unless told: the prior a model learnt, else `normal`."""
+    return Sampler("prior" if learnt_prior else "normal")
+
+
+def offered(latent_stats: dict[str, Any] | None, prior: bool, learnt_prior: bool = False) -> list[str]:
+    """The samplers a file supports, as `--sampler` spells them, its default first; `prior`: the
+    latent has its own N(0, I) (a VAE's); `learnt_prior`: a prior learnt in training (a VQ-VAE's)."""
     mixture = (latent_stats or {}).get("mixture")
-    return [*(["normal"] if prior or latent_stats else []), *([f"gmm:{mixture['k']}"] if mixture else [])]
+    return [
+        *(["prior"] if learnt_prior else []),
+        *(["normal"] if prior or latent_stats else []),
+        *([f"gmm:{mixture['k']}"] if mixture else []),
+    ]
 
 
 def mixture_of(latent_stats: dict[str, Any] | None, sampler: Sampler) -> dict[str, Any]:

@@ -202,6 +202,13 @@ def model_table(info: dict[str, Any]) -> Table:
             "active latent dims",
             f"{active['active']} of {active['of']} (posterior mean's variance over images > {active['threshold']:g})",
         )
+    codebook = info.get("codebook")
+    if codebook:
+        table.add_row(
+            "codebook",
+            f"{codebook['used']} of {codebook['size']} codes in use, perplexity {codebook['perplexity']:g} "
+            "(of the codes chosen over its last training steps)",
+        )
     table.add_row("resumable", "yes (optimizer state inside)" if info["resumable"] else "no")
     return table
 

@@ -83,6 +83,17 @@ def test_samples_are_of_the_asked_class(cvae, tmp_path):
     assert filled["circle"].mean() < 0.86 < filled["square"].mean(), filled
 
 
+def test_class_all_draws_every_class_from_the_same_latents(cvae, tmp_path):
+    result = run("sample", "-m", cvae, "--class", "all", "-n", 3, "-o", tmp_path / "all", "--seed", 2)
+    assert result.exit_code == 0, result.output
+    assert "6 samples" in result.stderr and "classes circle, square" in result.stderr
+    both = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "all").glob("*.png"))]
+    for k, kind in enumerate(("circle", "square")):  # class after class, each as drawn alone
+        assert run("sample", "-m", cvae, "--class", kind, "-n", 3, "-o", tmp_path / kind, "--seed", 2).exit_code == 0
+        alone = [np.asarray(Image.open(p)) for p in sorted((tmp_path / kind).glob("*.png"))]
+        assert all(np.array_equal(a, b) for a, b in zip(alone, both[3 * k : 3 * k + 3]))
+
+
 def test_classes_are_stored_and_shown(cvae):
     result = run("info", cvae, "--json")
     assert result.exit_code == 0

@@ -81,7 +81,7 @@ def test_the_page_is_self_contained_and_every_picture_exists(tour):
     assert page.images and len(page.images) == len(set(page.images))
     for target in page.images + page.links:
         assert (out / target).is_file(), target
-    expected = {"dae-preview.png", "denoised.png", "vae-samples.png"}
+    expected = {"dae-preview.png", "denoised.png", "vae-samples.png", "cvae-samples.png"}
     assert expected <= set(page.images)
     assert sum(src.startswith("heatmaps/") for src in page.images) == demo.HEATMAPS
 

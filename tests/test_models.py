@@ -20,7 +20,8 @@ def test_every_variant_keeps_shapes_and_latents(variant, arch, channels, size):
     recon, z = model.analyse(x)
     assert recon.shape == x.shape
     assert 0 <= recon.min() and recon.max() <= 1
-    assert z.shape == model.encode(x).shape == (3, 5)
+    assert z.shape == model.encode(x).shape == (3, *model.capabilities.latent_shape)
+    assert model.capabilities.latent_shape[0] == 5
     loss = model.loss({"images": x})["loss"]
     loss.backward()
     assert torch.isfinite(loss)

@@ -119,7 +119,7 @@ def test_every_metric_runs_and_elbo_needs_a_vae(run, models, mvtec):
         assert result.exit_code == 0, (metric, result.stderr)
     assert run("score", mvtec, "-m", models["vae"], "--metric", "elbo", "-q").exit_code == 0
     result = run("score", mvtec, "-m", models["ae"], "--metric", "elbo")
-    assert result.exit_code == 2 and "needs a VAE" in result.stderr
+    assert result.exit_code == 2 and "needs a model trained with --variant vae" in result.stderr
 
 
 @pytest.mark.parametrize(

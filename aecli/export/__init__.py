@@ -113,6 +113,8 @@ def export(model_path: Path, out: Path | None = None, *, fpr: float = 0.01) -> l
     from aecli.export import graphs
 
     file = modelfile.load(Path(model_path))
+    if file.model.capabilities.codebook:  # its encode writes code numbers, its rarity runs the code prior
+        raise UsageError(f"{model_path}: ae export does not export a model with a codebook (--variant vqvae) yet")
     paths = targets(model_path, out, functions(file.model.capabilities))
     traced = graphs.trace(file, fpr)
     built = {name: _build(name, traced, file, fpr) for name in paths}

@@ -103,6 +103,13 @@ class Loaded:
             return folded[0]
         raise UsageError(f"unknown class '{name}' {known}")
 
+    def class_numbers(self, names: list[str]) -> list[int]:
+        """The numbers of several classes, in the order named; "all" alone: every class, in order
+        (unless one is named "all")."""
+        if names == ["all"] and "all" not in self.capabilities.classes:
+            return list(range(len(self.capabilities.classes)))
+        return [self.class_number(name) for name in names]
+
     def require_decoder(self) -> None:
         """Decoding a bare latent needs a decoder that runs from the latent alone (not a unet's)."""
         if not self.capabilities.decode and self.model.objective.needs_input(self.config):
@@ -167,11 +174,11 @@ def _on_cpu(pixels: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[to
 class Latents:
     """One latent row per image that loaded, in input order, with where each row came from."""
 
-    vectors: np.ndarray  # (N, latent size) float32: a spatial latent (C, h, w) flattened
+    vectors: np.ndarray  # (N, latent size) float32, a spatial latent (C, h, w) flattened; or whole code numbers
     index: np.ndarray  # (N,) positions in the input set
     sources: list[str]  # a file path, or `array#row`
     skipped: int = 0
-    shape: tuple[int, ...] = ()  # one image's latent before flattening: (latent_dim,) or (C, h, w)
+    shape: tuple[int, ...] = ()  # one image's latent before flattening: (latent_dim,), (C, h, w) or codes' (h, w)
 
     @classmethod
     def merge(cls, parts: list[Latents]) -> Latents:
@@ -186,9 +193,11 @@ class Latents:
 def encode(
     loaded: Loaded, images: ImageSet, *, batch_size: int = 256, workers: int | None = None, sample: bool = False,
     seed: int = 0, exact_size: bool = False, strict: bool = True, progress: Progress | None = None,
-    labels: str | None = None,
+    labels: str | None = None, continuous: bool = False,
 ) -> Latents:  # fmt: skip
     """Latent vectors of every image; a VAE gives its posterior mean, or a draw with sample=True.
+    A model with a codebook (a VQ-VAE) gives each image's grid of code numbers, flat, as the
+    smallest integer type that holds them; with continuous=True, the code vectors instead.
 
     A conditional model (capabilities.classes) needs each image's class: `labels` says where to
     read it, as `ae train --condition` does (folders, class or FILE.csv).
@@ -198,6 +207,7 @@ def encode(
     Under torchrun each process encodes its block of the batches; distributed.gathered joins them.
     """
     classes = loaded.require_classes(images, labels, "encoding")
+    codebook = 0 if continuous else loaded.capabilities.codebook
     vectors, index, skipped = _Gathered(), [], 0
     stream_options = dict(
         batch_size=batch_size, workers=workers, exact_size=exact_size, strict=strict, progress=progress
@@ -210,14 +220,15 @@ def encode(
         noise = torch.stack([_draw(loaded.capabilities.latent_shape, seed, i) for i in batch.index]) if sample else None
         known = None if classes is None else torch.as_tensor(classes[batch.index.numpy()])
         with runtime.autocast(loaded.device):
-            z = loaded.model.encode(x, noise, known)
-        vectors.add(z.float().flatten(1))
+            z = loaded.model.codes(x) if codebook else loaded.model.encode(x, noise, known).float()
+        vectors.add(z.flatten(1))
         index.append(batch.index.numpy())
-    width = math.prod(loaded.capabilities.latent_shape)
-    rows = vectors.array() if index else np.empty((0, width), np.float32)
+    shape = loaded.capabilities.latent_shape[1:] if codebook else loaded.capabilities.latent_shape
+    kind = np.min_scalar_type(codebook - 1) if codebook else np.float32
+    rows = vectors.array() if index else np.empty((0, math.prod(shape)), kind)
     where = np.concatenate(index) if index else np.empty(0, np.int64)
     sources = [images.name(int(i)) for i in where]
-    return Latents(rows.astype(np.float32), where, sources, skipped, loaded.capabilities.latent_shape)
+    return Latents(rows.astype(kind), where, sources, skipped, shape)
 
 
 class _Gathered:
@@ -257,17 +268,32 @@ def decode(
     loaded: Loaded, latents: np.ndarray, batch_size: int = 256, labels: np.ndarray | None = None
 ) -> Iterator[torch.Tensor]:
     """Images (B, C, S, S) in [0, 1] from latent rows, batch by batch; `labels`: a conditional
-    model's class number for each row."""
+    model's class number for each row. A model with a codebook also takes rows of whole code
+    numbers (what `ae encode` writes for it)."""
     loaded.require_decoder()
     latents, shape = np.asarray(latents), loaded.capabilities.latent_shape
+    codebook = loaded.capabilities.codebook if latents.dtype.kind in "iu" else 0  # whole numbers: codes
+    if codebook:
+        shape = shape[1:]
+        if latents.size and (latents.min() < 0 or latents.max() >= codebook):
+            low, high = latents.min(), latents.max()
+            raise InputError(f"code numbers run from {low} to {high}; this model has codes 0 to {codebook - 1}")
     if latents.ndim != 2 or latents.shape[1] != math.prod(shape):
-        raise AecliError(f"latents have shape {latents.shape}; this model decodes rows of length {math.prod(shape)}")
+        codes = loaded.capabilities.codebook and not codebook
+        also = f", or of {math.prod(shape[1:])} code numbers" if codes else ""
+        raise AecliError(
+            f"latents have shape {latents.shape}; this model decodes rows of length {math.prod(shape)}{also}"
+        )
     for start in range(0, len(latents), batch_size):
         rows = np.ascontiguousarray(latents[start : start + batch_size])
-        z = torch.as_tensor(rows, dtype=torch.float32).view(-1, *shape)
         classes = None if labels is None else torch.as_tensor(np.asarray(labels)[start : start + batch_size])
         with runtime.autocast(loaded.device):
-            yield loaded.model.decode(z.to(loaded.device), classes).float().cpu()
+            if codebook:
+                codes = torch.as_tensor(rows.astype(np.int64)).view(-1, *shape).to(loaded.device)
+                yield loaded.model.decode_codes(codes).float().cpu()
+            else:
+                z = torch.as_tensor(rows, dtype=torch.float32).view(-1, *shape)
+                yield loaded.model.decode(z.to(loaded.device), classes).float().cpu()
 
 
 @dataclass
@@ -371,16 +397,29 @@ def _unfit_channels(y: torch.Tensor, channels: int) -> torch.Tensor:
 @torch.no_grad()
 def sample(
     loaded: Loaded, n: int, *, temperature: float = 1.0, seed: int = 0, sampler: samplers.Sampler | None = None,
-    label: str | None = None,
+    label: str | list[str] | None = None,
 ) -> tuple[torch.Tensor, str]:
-    """n images decoded from z = mean + L·ε·temperature, ε ~ N(0, I) drawn from `seed`; and the source.
+    """n images decoded from latents drawn with `seed`; and where they were drawn from.
 
-    `normal` (the default) takes mean and L from the model's prior; `gmm` from one component of the
-    stored mixture per image, picked by its weight (samplers.py). A conditional model draws images
-    of the class named `label`, which it needs (capabilities.classes)."""
+    `normal` takes z = mean + temperature·L·ε, ε ~ N(0, I), from the model's prior or fitted
+    Gaussian; `gmm` from one component of the stored mixture per image, picked by its weight
+    (samplers.py); `prior`, from the prior the model learnt in training (a VQ-VAE's code prior, its
+    logits over temperature). Unless told, the learnt prior where there is one, else normal. A
+    conditional model draws images of the class named `label`, which it needs (capabilities.classes);
+    given several names (or "all": every class), n of each, class after class, from the same n
+    latents, so each class shows the same draws."""
     loaded.require_decoder()
-    number = loaded.class_number(label)
-    sampler = sampler or samplers.Sampler("normal")
+    numbers = loaded.class_numbers(label) if isinstance(label, list) else [loaded.class_number(label)]
+    learnt = loaded.model.objective.learnt_prior
+    sampler = sampler or samplers.default(learnt)
+    generator = torch.Generator().manual_seed(seed)
+    if sampler.name == "prior":
+        if not learnt:
+            raise UsageError(f"--sampler prior: {loaded.file.path} learnt no prior in training; use normal or gmm")
+        with runtime.autocast(loaded.device):
+            z = torch.cat([loaded.model.draw(len(rows), generator, temperature).float().cpu()
+                           for rows in np.array_split(np.arange(n), -(-n // DRAW_BATCH))])  # fmt: skip
+        return torch.cat(list(decode(loaded, z.flatten(1).numpy()))), "the prior over codes it learnt in training"
     stats = loaded.file.latent_stats
     try:
         if sampler.name == "gmm":
@@ -391,7 +430,6 @@ def sample(
             size = len(mean)
     except AecliError as e:
         raise type(e)(f"{loaded.file.path}: {e}") from None
-    generator = torch.Generator().manual_seed(seed)
     eps = torch.randn(n, size, generator=generator, dtype=torch.float64)
     if sampler.name == "gmm":
         picks = torch.rand(n, generator=generator, dtype=torch.float64)
@@ -399,10 +437,14 @@ def sample(
         source = f"a {mixture['k']}-component Gaussian mixture fitted to {mixture['n']} {stats['split']} latents"
     else:
         z = torch.as_tensor(mean) + temperature * eps @ torch.as_tensor(factor).T
-    labels = None if number is None else np.full(n, number)
-    if number is not None:
-        source += f", class {loaded.capabilities.classes[number]}"
-    return torch.cat(list(decode(loaded, z.float().numpy(), labels=labels))), source
+    if numbers == [None]:
+        return torch.cat(list(decode(loaded, z.float().numpy()))), source
+    names = [loaded.capabilities.classes[k] for k in numbers]
+    images = [torch.cat(list(decode(loaded, z.float().numpy(), labels=np.full(n, k)))) for k in numbers]
+    return torch.cat(images), source + f", class{'es' if len(names) > 1 else ''} {', '.join(names)}"
+
+
+DRAW_BATCH = 1024  # latents a learnt prior draws at once: its memory stays bounded, its results fixed
 
 
 def first_image(spec: str) -> torch.Tensor:

@@ -82,7 +82,8 @@ def write_index(path: Path, sources: list[str]) -> None:
 
 
 def read(source: str) -> np.ndarray:
-    """Latent rows (N, D) float32 from a .npy or .npz file, or from stdin (`-`) in either format."""
+    """Latent rows (N, D) from a .npy or .npz file, or from stdin (`-`) in either format: float32,
+    or int64 where they are whole numbers (a VQ-VAE's codes)."""
     name = "stdin" if source == "-" else source
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
@@ -109,4 +110,4 @@ def read(source: str) -> np.ndarray:
         )
     if not np.isfinite(loaded).all():
         raise InputError(f"{name}: latents hold NaN or infinite values")
-    return loaded.astype(np.float32)
+    return loaded.astype(np.int64 if loaded.dtype.kind in "iu" else np.float32)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -247,9 +248,11 @@ def describe(path: Path) -> dict[str, Any]:
         except ValueError:
             raise ModelFileError(f"{path}: damaged aecli metadata ({key} is not JSON)") from None
     stats, can_sample = info["latent_stats"], info["capabilities"]["sample"]
-    generative = objective_class(config.variant).generative  # a prior fixes the latent's scale
-    info["samplers"] = samplers.offered(stats, generative) if can_sample else []
+    objective = objective_class(config.variant)
+    generative = objective.generative  # a prior fixes the latent's scale
+    info["samplers"] = samplers.offered(stats, generative, objective.learnt_prior) if can_sample else []
     info["active_latent_dims"] = samplers.active_dimensions(stats) if generative else None
+    info.update(objective.report(config, lambda name: _stored_floats(path, tensors, name)))
     bad = _non_finite_tensors(path, tensors)
     info["problems"] = [*_non_finite_weights(path, bad), *_non_finite_metadata(path, info)]
     info["caveats"] = [c for c in [learning_caveat(info["calibration"])] if c]
@@ -266,6 +269,17 @@ def _stored_config(path: Path, metadata: dict[str, str]) -> ModelConfig:
     except Exception as e:  # a config the model classes reject (an unknown variant, negative sizes)
         raise ModelFileError(f"{path}: its config does not build a model ({str(e).splitlines()[0]})") from None
     return config
+
+
+def _stored_floats(path: Path, tensors: dict[str, Stored], name: str) -> list[float]:
+    """A float32 tensor's numbers, flat, read from the file's bytes (no torch, no numpy)."""
+    t = tensors.get(name)
+    if t is None or t.dtype != "F32":
+        raise ModelFileError(f"{path}: damaged aecli model file (no float32 tensor {name})")
+    with open(path, "rb") as f:
+        f.seek(t.start)
+        data = f.read(t.end - t.start)
+    return list(struct.unpack(f"<{len(data) // 4}f", data))
 
 
 def _non_finite_tensors(path: Path, tensors: dict[str, Stored]) -> list[str]:

@@ -29,6 +29,7 @@ class Capabilities:
     skips: bool  # detail bypasses the latent (a unet): anomalies reconstruct well too
     classes: tuple[str, ...] = ()  # a conditional model's classes: encoding and sampling need one per image
     default_metric: str | None = None  # the metric `ae score` uses unless told, where the objective has one
+    codebook: int = 0  # codes each latent cell chooses from (a VQ-VAE's: encode writes code numbers); 0: continuous
 
 
 def latent_grid(config: ModelConfig) -> int:
@@ -52,4 +53,5 @@ def capabilities_of(config: ModelConfig) -> Capabilities:
         skips=not alone,
         classes=objective.classes_of(config),
         default_metric=objective.default_metric,
+        codebook=objective.codebook_of(config),
     )

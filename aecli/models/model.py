@@ -65,6 +65,18 @@ class Autoencoder(nn.Module):
             )
         return torch.sigmoid(self.net.decode(z, condition=self.condition(labels))).float()
 
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Each image's grid of code numbers (B, h, w), for a model with a codebook (capabilities.codebook)."""
+        return self.objective.codes(self, x)
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] from grids of code numbers (B, h, w)."""
+        return self.decode(self.objective.from_codes(self, codes))
+
+    def draw(self, n: int, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
+        """n latents from the prior learnt in training (where the objective has one: `ae sample --sampler prior`)."""
+        return self.objective.draw(self, n, generator, temperature)
+
     def analyse(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction and latent in one pass, for validation, calibration and scoring."""
         z, skips = self.objective.latent(self, x, labels)

@@ -154,6 +154,23 @@ def plan(size: Size = FULL, *, plots: bool = True, device: str | None = None, se
             ),
         ),  # fmt: skip
         Step(
+            "classes",
+            "drawing each class from a conditional VAE",
+            "A conditional VAE (`--condition class`) sees each image's class beside it, in the encoder and the "
+            "decoder, so `ae sample --class NAME` draws the class asked for; `--class all` draws every class "
+            "from the same latents.",
+            _lines(
+                f"train {size.train} --variant vae --condition class --loss bce --latent-dim {VAE_LATENT} "
+                f"--epochs {size.vae_epochs}{seeded}{dev} -o cvae.safetensors",
+                f"sample -m cvae.safetensors --class all -n 8 --grid cvae-samples.png{seeded}{dev}",
+            ),
+            picture(
+                "cvae-samples.png",
+                "One row per class (in the order `ae info` lists them), 8 samples each; each column decodes the "
+                "same latent draw, so a column keeps one style across the classes.",
+            ),
+        ),
+        Step(
             "latents",
             "mapping the latent space",
             "`ae encode` writes one latent vector per image; a 2-D projection of them shows what the VAE "

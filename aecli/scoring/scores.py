@@ -12,6 +12,7 @@ learnt on one side means the same on the other.
   transforms     geometric: how unsure its head is of each rotation and flip the image is shown in
   geometric      geometric: mse, latent and transforms, standardised as combined's (its default metric)
   segmentation   draem: the predicted anomaly map's smoothed maximum (its default metric)
+  rarity         vqvae: how unlikely the image's code is under the code prior, nats per cell
 
 A model trained on patches scores larger images in tiles at their own resolution, each metric the
 highest over the image's tiles (tiled.py), in training's calibration and in `ae score` alike.
@@ -34,7 +35,19 @@ from aecli.errors import UsageError
 from aecli.scoring.quality import ssim
 from aecli.scoring.tiled import fit_for_tiles, score_tiled
 
-METRICS = ("mse", "mae", "bce", "ssim", "latent", "combined", "elbo", "segmentation", "transforms", "geometric")
+def _owners() -> dict[str, str]:
+    """Each metric of an objective's own, and the variant it belongs to (the first, if several)."""
+    from aecli.models.registry import list_variants, objective_class
+
+    owners: dict[str, str] = {}
+    for variant in list_variants():
+        for metric in objective_class(variant).metrics:
+            owners.setdefault(metric, variant)
+    return owners
+
+
+METRIC_OWNERS = _owners()
+METRICS = ("mse", "mae", "bce", "ssim", "latent", "combined", *METRIC_OWNERS)
 # The best mean AUROC in benchmarks/oneclass_fmnist.py (0.921 against mse's 0.892 over the ten
 # Fashion-MNIST classes); mse where a model file lacks what combined needs.
 DEFAULT_METRIC = "combined"
@@ -164,12 +177,8 @@ def check_metric(metric: str | None) -> None:
 
 
 def _unavailable(metric: str) -> str:
-    if metric == "elbo":
-        return "metric elbo needs a VAE model"
-    if metric == "segmentation":
-        return "metric segmentation needs a model trained with --variant draem"
-    if metric in ("transforms", "geometric"):
-        return f"metric {metric} needs a model trained with --variant geometric"
+    if metric in METRIC_OWNERS:
+        return f"metric {metric} needs a model trained with --variant {METRIC_OWNERS[metric]}"
     if metric in ("latent", "combined"):
         return f"metric {metric} needs the latent statistics and calibration stored by `ae train` (retrain, or `ae calibrate`)"
     return f"unknown metric '{metric}' (known: {', '.join(METRICS)})"

@@ -16,7 +16,7 @@ their methods only, so reading their settings for `--help` costs no torch import
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aecli.errors import AecliError
@@ -40,7 +40,8 @@ class Objective:
     latent_factor: ClassVar[int] = 1  # encoder outputs per latent number (a VAE's mean and log-variance: 2)
     denoises: ClassVar[bool] = False  # trained to give clean images back from corrupted ones
     metrics: ClassVar[tuple[str, ...]] = ()  # anomaly metrics of its own, beyond the reconstruction ones
-    generative: ClassVar[bool] = False  # has a prior of its own to sample from
+    generative: ClassVar[bool] = False  # its latent has a prior of its own, N(0, I) (a VAE's)
+    learnt_prior: ClassVar[bool] = False  # draws latents from a prior learnt in training (`draw`): --sampler prior
     default_metric: ClassVar[str | None] = None  # the metric `ae score` uses unless told; None: scores.py's
 
     def __init__(self, config: ModelConfig):
@@ -86,6 +87,29 @@ class Objective:
 
     def scores(self, model: Autoencoder, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Its own anomaly metrics (named in `metrics`), one value per image."""
+        return {}
+
+    @classmethod
+    def codebook_of(cls, config: ModelConfig) -> int:
+        """How many codes each latent cell chooses from (a VQ-VAE's); 0 for a continuous latent."""
+        return 0
+
+    def codes(self, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+        """Each image's grid of code numbers (B, h, w), where codebook_of is not 0."""
+        raise NotImplementedError
+
+    def from_codes(self, model: Autoencoder, codes: torch.Tensor) -> torch.Tensor:
+        """The latent that a grid of code numbers (B, h, w) stands for."""
+        raise NotImplementedError
+
+    def draw(self, model: Autoencoder, n: int, generator: torch.Generator, temperature: float) -> torch.Tensor:
+        """n latents from the prior learnt in training, where learnt_prior."""
+        raise NotImplementedError
+
+    @classmethod
+    def report(cls, config: ModelConfig, read: Callable[[str], list[float]]) -> dict[str, Any]:
+        """What `ae info` shows beside the rest, from the stored weights (`read` gives a tensor's
+        numbers by name, torch-free)."""
         return {}
 
     def networks(self) -> dict[str, torch.nn.Module]:
