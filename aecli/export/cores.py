@@ -16,7 +16,7 @@ from torch import nn
 
 from aecli.scoring import thresholds
 from aecli.scoring.quality import _C1, _C2
-from aecli.scoring.scores import LatentGaussian
+from aecli.scoring.scores import DEFAULT_METRIC, FALLBACK_METRIC, SUMS, LatentGaussian
 
 
 class Encode(nn.Module):
@@ -98,13 +98,14 @@ class Score(nn.Module):
             self.register_buffer("mean", gaussian.mean)
             self.register_buffer("precision", gaussian.precision)
         measured = (file.calibration or {}).get("metrics", {})
-        # add_combined standardises in float32 (numpy casts the stored floats to the scores' type)
-        self.standard = (
-            [(name, np.float32(measured[name]["median"]), np.float32(max(measured[name]["mad"], 1e-12)))
-             for name in ("mse", "latent")]
-            if self.gaussian and all(k in measured for k in ("mse", "latent"))
-            else []
-        )  # fmt: skip
+        # scores.add_combined's sums: each term standardised in float32 (numpy casts the stored floats to
+        # the scores' type), the terms summed in float64
+        self.sums = {
+            total: [(name, np.float32(measured[name]["median"]), np.float32(max(measured[name]["mad"], 1e-12)))
+                    for name in parts]
+            for total, parts in SUMS.items()
+            if self.gaussian and all(k in measured for k in parts)
+        }  # fmt: skip
         window, blur_rows, blur_cols = _ssim_blur(size)
         self.window = window
         self.register_buffer("blur_rows", blur_rows)
@@ -113,7 +114,8 @@ class Score(nn.Module):
             probe = self.metrics(torch.zeros(1, model.config.channels, size, size))
         self.metric_names = list(probe)
         # the default metric as scores.assess picks it, and its threshold as thresholds.choose("auto") does
-        self.default_metric = "combined" if "combined" in probe else "mse"
+        preferred = model.capabilities.default_metric or DEFAULT_METRIC
+        self.default_metric = preferred if preferred in probe else FALLBACK_METRIC
         self.thresholds = {
             name: thresholds.choose("auto", np.empty(0), name, file.calibration, fpr).value
             for name in self.metric_names
@@ -142,9 +144,8 @@ class Score(nn.Module):
             d = z.flatten(1).double() - self.mean
             scores["latent"] = ((d @ self.precision) * d).sum(1).float()
         scores.update(self.model.scores(x))
-        if self.standard:  # add_combined: each term in float32, their sum in float64
-            terms = [((scores[name] - median) / mad).double() for name, median, mad in self.standard]
-            scores["combined"] = (terms[0] + terms[1]).float()
+        for total, terms in self.sums.items():
+            scores[total] = sum(((scores[name] - median) / mad).double() for name, median, mad in terms).float()
         return {k: v.float() for k, v in scores.items()}
 
     def ssim(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -170,7 +171,8 @@ class Score(nn.Module):
         if self.flags:  # numpy compares float32 scores with a float threshold in float32 (NEP 50)
             threshold = torch.tensor(self.thresholds[self.default_metric], dtype=torch.float32)
             outputs.append(scores[self.default_metric] > threshold)
-        outputs.append((recon - x).abs().mean(1))  # maps.panel's error: mean absolute error over channels
+        own = self.model.anomaly_map(x, recon)  # maps.anomaly_map: the model's own, else the error over channels
+        outputs.append(own.float() if own is not None else (recon - x).abs().mean(1))
         outputs += [recon.permute(0, 2, 3, 1), x.permute(0, 2, 3, 1)]
         return tuple(outputs)
 

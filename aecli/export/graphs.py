@@ -237,7 +237,7 @@ def reference(function: str, file: Any, batch: np.ndarray) -> dict[str, np.ndarr
     from aecli import infer
     from aecli.data import ImageSet
     from aecli.data.arrays import ArrayImages
-    from aecli.scoring import scores
+    from aecli.scoring import maps, scores
 
     loaded = infer.Loaded(file, torch.device("cpu"))
     caps = file.model.capabilities
@@ -258,7 +258,7 @@ def reference(function: str, file: Any, batch: np.ndarray) -> dict[str, np.ndarr
     x, r = torch.cat(fitted), torch.cat(recon)
     return {
         **values,
-        "map": (r - x).abs().mean(1).numpy(),
+        "map": torch.stack([maps.anomaly_map(loaded, a, b) for a, b in zip(x, r)]).numpy(),
         "reconstruction": r.permute(0, 2, 3, 1).numpy(),
         "fitted": x.permute(0, 2, 3, 1).numpy(),
     }

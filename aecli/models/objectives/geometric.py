@@ -60,10 +60,8 @@ class Geometric(Objective):
 
     def scores(self, model, x):
         """`transforms`: -log p(t | t(x)) summed over the eight transforms t (deterministic)."""
-        import torch
         import torch.nn.functional as F
 
-        total = torch.zeros(len(x), device=x.device)
-        for t in range(TRANSFORMS):
-            total -= F.log_softmax(self.logits(model, transformed(x, t)).float(), 1)[:, t]
+        # summed term by term, with no tensor sized by len(x): ae export keeps the batch size free
+        total = sum(-F.log_softmax(self.logits(model, transformed(x, t)).float(), 1)[:, t] for t in range(TRANSFORMS))
         return {"transforms": total}
