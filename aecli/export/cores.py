@@ -143,7 +143,7 @@ class Score(nn.Module):
         if self.gaussian:  # LatentGaussian.distance, in float64
             d = z.flatten(1).double() - self.mean
             scores["latent"] = ((d @ self.precision) * d).sum(1).float()
-        scores.update(self.model.scores(x))
+        scores.update(self.model.scores(x, recon))
         for total, terms in self.sums.items():
             scores[total] = sum(((scores[name] - median) / mad).double() for name, median, mad in terms).float()
         return {k: v.float() for k, v in scores.items()}

@@ -91,9 +91,10 @@ class Autoencoder(nn.Module):
         """What training shows the model of a clean batch (a denoiser's corrupted copy)."""
         return self.objective.corrupt(x)
 
-    def scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The objective's own anomaly metrics for a batch (a VAE's elbo), one value per image."""
-        return self.objective.scores(self, x)
+    def scores(self, x: torch.Tensor, recon: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The objective's own anomaly metrics for a batch (a VAE's elbo), one value per image;
+        `recon`, the reconstruction where the caller has it already (analyse's)."""
+        return self.objective.scores(self, x, recon)
 
     def anomaly_map(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor | None:
         """The objective's own per-pixel anomaly, (B, H, W) in [0, 1]; None where maps show the error."""

@@ -90,7 +90,7 @@ def image_scores(
         }
         if gaussian is not None:
             scores["latent"] = gaussian.distance(z.flatten(1))
-        scores.update(model.scores(x))
+        scores.update(model.scores(x, recon))
     return {k: v.float().cpu() for k, v in scores.items()}, recon, z.float()
 
 

@@ -85,8 +85,9 @@ class Objective:
         latent alone decodes to nothing."""
         return False
 
-    def scores(self, model: Autoencoder, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Its own anomaly metrics (named in `metrics`), one value per image."""
+    def scores(self, model: Autoencoder, x: torch.Tensor, recon: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Its own anomaly metrics (named in `metrics`), one value per image; `recon`, the pixels
+        model.analyse gives, where the caller has them already."""
         return {}
 
     @classmethod

@@ -63,9 +63,9 @@ class Draem(Objective):
             "segmentation": segmentation.detach(),
         }
 
-    def scores(self, model, x):
+    def scores(self, model, x, recon=None):
         """`segmentation`: the mean of the top 1 % of the predicted map."""
-        recon = model.analyse(x)[0]
+        recon = model.analyse(x)[0] if recon is None else recon
         return {"segmentation": peak(self.anomaly_map(model, x, recon))}
 
     def anomaly_map(self, model, x, recon):

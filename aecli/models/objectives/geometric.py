@@ -58,10 +58,11 @@ class Geometric(Objective):
         guessed = F.cross_entropy(self.logits(model, transformed(x, which)).float(), which)
         return {"loss": pixels + self.config.transform_weight * guessed, "pixels": pixels.detach(), "transforms": guessed.detach()}
 
-    def scores(self, model, x):
+    def scores(self, model, x, recon=None):
         """`transforms`: -log p(t | t(x)) summed over the eight transforms t (deterministic)."""
         import torch.nn.functional as F
 
         # summed term by term, with no tensor sized by len(x): ae export keeps the batch size free
-        total = sum(-F.log_softmax(self.logits(model, transformed(x, t)).float(), 1)[:, t] for t in range(TRANSFORMS))
+        logits = (self.logits(model, transformed(x, t)).float() for t in range(TRANSFORMS))
+        total = sum(-F.log_softmax(guess, 1)[:, t] for t, guess in enumerate(logits))
         return {"transforms": total}

@@ -69,7 +69,7 @@ class VAE(Objective):
             "kl": kl.detach().mean(),
         }
 
-    def scores(self, model, x):
+    def scores(self, model, x, recon=None):
         """`elbo`: the negative ELBO with z at the posterior mean (deterministic)."""
         recon, kl = self.terms(model, x, sample=False)
         return {"elbo": recon + self.config.beta * kl}

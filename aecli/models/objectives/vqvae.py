@@ -96,7 +96,7 @@ class VQVAE(Objective):
             "perplexity": perplexity(codes, self.config.codebook_size),
         }
 
-    def scores(self, model, x):
+    def scores(self, model, x, recon=None):
         """`rarity`: the prior's negative log-likelihood of the image's code, nats per cell."""
         codes = self.codes(model, x).flatten(1)
         prior = model.heads["prior"]
