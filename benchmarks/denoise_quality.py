@@ -12,8 +12,13 @@ against the clean image (which favours them). Target (issue 14): >= 30.0 dB, bea
 at most 15 minutes of training on 2 idle CPU cores. --photo-recipe plain trains the earlier
 recipe (32 px patches, bottleneck unet, no levers) instead. Needs the `bench` extra.
 
-    python benchmarks/denoise_quality.py [--case fmnist|photos|all] [--photo-recipe levers|levers-64|plain]
-        [--epochs N] [--workdir DIR]
+levels (not in `all`): one model blind to the level (the levers recipe, sigma drawn per patch from
+5/255 to 55/255), trained on the grey photos less `chelsea`, against BM3D, NL-means and TV on
+`camera` at sigma 15, 25 and 50 (/255), and on `chelsea` in colour at 25/255 (BM3D as CBM3D and
+channel by channel; `ae denoise` takes the colour channels one at a time through its grey model).
+
+    python benchmarks/denoise_quality.py [--case fmnist|photos|levels|all]
+        [--photo-recipe levers|levers-64|plain] [--epochs N] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -50,8 +55,16 @@ PHOTO_RECIPES = {
                   "--no-bottleneck", "--residual", "--augment"],
 }  # fmt: skip
 LEVER_EPOCHS = 18  # the plain recipe's: 4.7 min of the 15-minute budget (docs/benchmarks.md); more is untried
+LEVELS = (15, 25, 50)  # levels case: camera's noise levels, in 8-bit steps (sigma = level / 255)
+BLIND_SIGMA = (5 / 255, 55 / 255)  # the blind model's training range: every test level inside it
+COLOUR_PHOTO = "chelsea"  # held out of the levels case's training photos, denoised in colour
+LEVELS_EPOCHS = 28  # 14.3 min on one thread (2026-11-26); 2 idle threads ran an epoch in 19.7 s, start-up 6 s
 NLM_H = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # times the estimated sigma
 TV_WEIGHTS = (0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.12)
+# levels case: the grids above widened so that colour's best (on their edges in the first try) lies inside
+# them; TV's weights are scaled by sigma / (25/255), as its best weight grows with the noise
+LEVELS_NLM_H = (0.3, 0.4, *NLM_H)
+LEVELS_TV_WEIGHTS = (*TV_WEIGHTS, 0.14, 0.17, 0.2, 0.25)
 
 
 def ae_silent(*args: object) -> float:
@@ -113,8 +126,8 @@ def fmnist_case(args: argparse.Namespace, work: Path) -> None:
     )
 
 
-def photo_training_set(out: Path) -> int:
-    """The training photos, grey, cut into TILE x TILE PNGs; returns how many.
+def photo_training_set(out: Path, names: tuple[str, ...] = TRAIN_PHOTOS) -> int:
+    """The training photos `names`, grey, cut into TILE x TILE PNGs; returns how many.
 
     Tiles, not whole photos: the validation split then holds out 10 % of every photo's tiles
     rather than one whole photo of eleven, and `ae train --patch-size`, which decodes each
@@ -124,7 +137,7 @@ def photo_training_set(out: Path) -> int:
 
     count = 0
     out.mkdir(parents=True, exist_ok=True)
-    for name in TRAIN_PHOTOS:
+    for name in names:
         image = grey_photo(name)
         h, w = image.shape
         for y in range(0, h - TILE + 1, TILE):
@@ -146,9 +159,18 @@ def grey_photo(name: str) -> np.ndarray:
 
 
 def quality(x: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
-    """PSNR and SSIM with ae's own definitions (aecli.scoring.quality), so every row is measured alike."""
-    a, b = (torch.from_numpy(np.asarray(v, dtype=np.float32))[None, None] for v in (x, clean))
+    """PSNR and SSIM with ae's own definitions (aecli.scoring.quality), so every row is measured alike;
+    a colour (H, W, 3) image over all its channels, as `ae denoise --reference` measures it."""
+    a, b = (torch.from_numpy(np.asarray(v, dtype=np.float32)) for v in (x, clean))
+    a, b = (t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None] for t in (a, b))
     return float(psnr(a, b)[0]), float(ssim(a, b)[0])
+
+
+def noisy_8bit(clean8: np.ndarray, sigma: float) -> np.ndarray:
+    """clean8 plus gaussian noise of std sigma (seed 0), clipped and rounded to 8 bits as a PNG holds it."""
+    rng = np.random.default_rng(0)
+    noisy8 = (np.clip(clean8 / 255 + sigma * rng.standard_normal(clean8.shape), 0, 1) * 255).round()
+    return noisy8.astype(np.uint8)
 
 
 def best_of(grid, run, clean: np.ndarray) -> tuple[object, float, float, float]:
@@ -172,9 +194,7 @@ def photos_case(args: argparse.Namespace, work: Path) -> None:
 
     tiles = photo_training_set(work / "photos-train")
     clean8 = grey_photo(TEST_PHOTO)
-    rng = np.random.default_rng(0)
-    noisy8 = (np.clip(clean8 / 255 + PHOTO_SIGMA * rng.standard_normal(clean8.shape), 0, 1) * 255).round()
-    noisy8 = noisy8.astype(np.uint8)
+    noisy8 = noisy_8bit(clean8, PHOTO_SIGMA)
     for folder, image in (("clean", clean8), ("noisy", noisy8)):
         (work / folder).mkdir(exist_ok=True)
         Image.fromarray(image).save(work / folder / f"{TEST_PHOTO}.png")
@@ -233,28 +253,128 @@ def photos_case(args: argparse.Namespace, work: Path) -> None:
     )
 
 
+def classical(noisy: np.ndarray, clean: np.ndarray, sigma: float) -> dict[str, tuple[float, float, float, str]]:
+    """NL-means and TV at the best of their grids, BM3D given the true sigma: method -> (PSNR, SSIM,
+    seconds, setting). A colour (H, W, 3) image goes to BM3D both as CBM3D and channel by channel."""
+    import bm3d
+    from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, estimate_sigma
+
+    axis = -1 if noisy.ndim == 3 else None
+    est = float(estimate_sigma(noisy, channel_axis=axis, average_sigmas=True))
+    nlm = lambda k: denoise_nl_means(  # noqa: E731
+        noisy, h=k * est, sigma=est, fast_mode=True, patch_size=5, patch_distance=6, channel_axis=axis
+    )
+    tv_weights = [round(w * sigma / PHOTO_SIGMA, 4) for w in LEVELS_TV_WEIGHTS]
+    runs = {
+        "NL-means": (LEVELS_NLM_H, nlm, lambda k: f"h {k:g} x sigma_est {est:.4f}"),
+        "TV": (tv_weights, lambda w: denoise_tv_chambolle(noisy, weight=w, channel_axis=axis), "weight {:g}".format),
+    }
+    if axis is None:
+        runs["BM3D"] = ([sigma], lambda k: bm3d.bm3d(noisy, sigma_psd=k), "bm3d.bm3d, true sigma".format)
+    else:
+        per_channel = lambda k: np.stack([bm3d.bm3d(noisy[..., c], sigma_psd=k) for c in range(3)], -1)  # noqa: E731
+        runs["BM3D/channel"] = ([sigma], per_channel, "bm3d.bm3d on each channel, true sigma".format)
+        runs["CBM3D"] = ([sigma], lambda k: bm3d.bm3d_rgb(noisy, sigma_psd=k), "bm3d.bm3d_rgb, true sigma".format)
+    out = {}
+    for name, (grid, run, describe) in runs.items():
+        setting, p, s, seconds = best_of(grid, run, clean)
+        edge = len(grid) > 1 and setting in (grid[0], grid[-1])
+        out[name] = (p, s, seconds, describe(setting) + (" (grid edge)" if edge else ""))
+    return out
+
+
+def print_levels(title: str, rows: list[tuple[str, dict[str, tuple[float, float]]]], baselines: list[str]) -> None:
+    """One row per noise level: PSNR dB / SSIM of every method, then ae less each baseline."""
+    cells = [*rows[0][1], *(f"ae-{b}" for b in baselines)]
+    print(f"\n{title}\n{'sigma':>6s} " + " ".join(f"{c:>16s}" for c in cells))
+    for label, scores in rows:
+        (ae_p, ae_s), values = scores["ae"], [f"{p:.2f} / {s:.4f}" for p, s in scores.values()]
+        values += [f"{ae_p - scores[b][0]:+.2f} / {ae_s - scores[b][1]:+.4f}" for b in baselines]
+        print(f"{label:>6s} " + " ".join(f"{v:>16s}" for v in values))
+
+
+def levels_case(args: argparse.Namespace, work: Path) -> None:
+    """One blind model against the classical denoisers, each given or tuned to the level, at three
+    levels and in colour: does a single `ae` model hold up where BM3D is told the level?"""
+    import skimage.data
+    from PIL import Image
+
+    names = tuple(n for n in TRAIN_PHOTOS if n != COLOUR_PHOTO)
+    tiles = photo_training_set(work / "levels-train", names)
+    tests = [(f"{TEST_PHOTO}-{level}", grey_photo(TEST_PHOTO), level) for level in LEVELS]
+    tests.append((f"{COLOUR_PHOTO}-25-rgb", skimage.data.chelsea(), 25))
+    for folder in ("clean", "noisy"):
+        (work / "levels" / folder).mkdir(parents=True, exist_ok=True)
+    for name, clean8, level in tests:
+        Image.fromarray(clean8).save(work / "levels" / "clean" / f"{name}.png")
+        Image.fromarray(noisy_8bit(clean8, level / 255)).save(work / "levels" / "noisy" / f"{name}.png")
+
+    model, epochs = work / "levels-dae.safetensors", args.epochs or LEVELS_EPOCHS
+    recipe = [str(epochs) if f == "EPOCHS" else f for f in PHOTO_RECIPES["levers"]]
+    flags = ["--variant", "denoising", "--sigma", f"{BLIND_SIGMA[0]:.4f}:{BLIND_SIGMA[1]:.4f}", *recipe]
+    load_start = os.getloadavg()[0]
+    train_s = ae_silent("train", work / "levels-train", *flags, "-q", "-o", model)
+
+    rows, notes, checks = [], [], []
+    for name, clean8, level in tests:
+        report = work / "levels" / f"{name}-report.csv"
+        run_s = ae_silent(
+            "denoise", work / "levels" / "noisy" / f"{name}.png", "-m", model, "--reference", work / "levels" / "clean",
+            "--report", report, "-o", work / "levels" / "denoised", "-q",
+        )  # fmt: skip
+        ours = report_means(report)
+        clean = clean8 / 255.0
+        noisy = np.asarray(Image.open(work / "levels" / "noisy" / f"{name}.png")) / 255.0
+        others = classical(noisy, clean, level / 255)
+        noisy_p, noisy_s = quality(noisy, clean)
+        checks.append(abs(ours["psnr_before"] - noisy_p))
+        scores = {"noisy": (noisy_p, noisy_s), **{k: v[:2] for k, v in others.items()}}
+        rows.append((name, f"{level}/255", scores | {"ae": (ours["psnr_after"], ours["ssim_after"])}))
+        done = [f"{k} {v[3]} ({v[2]:.1f} s)" for k, v in others.items()]
+        notes.append(f"{name}: " + "; ".join([*done, f"ae denoise {run_s:.1f} s (whole process)"]))
+
+    grey = [(label, scores) for name, label, scores in rows if name.startswith(TEST_PHOTO)]
+    colour = [(label, scores) for name, label, scores in rows if name.startswith(COLOUR_PHOTO)]
+    about = "one 8-bit noisy PNG (seed 0) per level for every method; cells are PSNR dB / SSIM"
+    print_levels(f"`{TEST_PHOTO}` (512x512 grey), gaussian noise: {about}", grey, ["BM3D"])
+    print_levels(
+        f"`{COLOUR_PHOTO}` (451x300 colour, held out of training), gaussian noise on each channel alike: {about}",
+        colour, ["CBM3D", "BM3D/channel"],
+    )  # fmt: skip
+    print("\nsettings and seconds (NL-means and TV: the best of their grids against the clean image):")
+    print("\n".join(f"  {n}" for n in notes))
+    print(
+        f"ae: one blind model, ae train {' '.join(flags)}, on {tiles} {TILE}px tiles of {len(names)} grey photos "
+        f"({', '.join(names)}); trained in {train_s:.1f} s ({train_s / 60:.1f} min, {epochs} epochs); "
+        f"load average {load_start:.2f} at the start of training, {os.getloadavg()[0]:.2f} at the end"
+    )
+    print(f"check: ae's report and this script agree on every noisy input's PSNR within {max(checks):.4f} dB")
+
+
 def require_skimage() -> None:
-    """The photos case alone needs the `bench` extra (scikit-image, PyWavelets for estimate_sigma, bm3d)."""
+    """The photo cases alone need the `bench` extra (scikit-image, PyWavelets for estimate_sigma, bm3d)."""
     try:
         import bm3d  # noqa: F401
         import pywt  # noqa: F401
         import skimage  # noqa: F401
     except ImportError:
-        print("the photos case needs the bench extra: pip install -e '.[bench]'", file=sys.stderr)
+        print("the photos and levels cases need the bench extra: pip install -e '.[bench]'", file=sys.stderr)
         sys.exit(2)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("fmnist", "photos", "all"), default="all")
+    parser.add_argument("--case", choices=("fmnist", "photos", "levels", "all"), default="all")
     parser.add_argument("--train", type=int, default=5000, help="fmnist: training images")
     parser.add_argument("--test", type=int, default=1000, help="fmnist: test images")
     parser.add_argument("--sigma", type=float, default=0.2, help="fmnist: noise std")
     parser.add_argument("--photo-recipe", choices=sorted(PHOTO_RECIPES), default="levers", help="photos: ae's recipe")
-    parser.add_argument("--epochs", type=int, help=f"photos, levers recipes: epochs (default {LEVER_EPOCHS})")
+    parser.add_argument(
+        "--epochs", type=int, help=f"levers recipes: epochs (default: photos {LEVER_EPOCHS}, levels {LEVELS_EPOCHS})"
+    )
     parser.add_argument("--workdir", type=Path, help="keep data, models and reports here (default: a temp dir)")
     args = parser.parse_args()
-    if args.case in ("photos", "all"):
+    if args.case in ("photos", "levels", "all"):
         require_skimage()  # before any training, not after the Fashion-MNIST case
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
@@ -263,6 +383,8 @@ def main() -> None:
             fmnist_case(args, work)
         if args.case in ("photos", "all"):
             photos_case(args, work)
+        if args.case == "levels":
+            levels_case(args, work)
 
 
 if __name__ == "__main__":

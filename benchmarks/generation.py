@@ -15,7 +15,7 @@ ae rows are trained by `ae train` (a new process) on the training images written
 with their labels (which `--condition class` reads), and sampled through aecli.infer.sample:
   vae       --variant vae                      beta-vae  --variant vae --beta 4
   vae-bce   --variant vae --loss bce --latent-dim 8 (examples/vae.yaml's recipe)
-  vae-transpose  --variant vae --upsample transpose (the decoder before --upsample resize)
+  vae-resize  --variant vae --upsample resize (no checkerboard marks)
   vae+gmm   vae's model, --sampler gmm          ae+gmm    --variant ae, --sampler gmm
   cvae      --variant vae --condition class, --samples/10 of each class; cvae-bce: with vae-bce's recipe
   vqvae     --variant vqvae, its default sampler (only where the variant is registered)
@@ -67,8 +67,8 @@ ROWS = {
     "vae": Row(("--variant", "vae"), "normal"),
     # examples/vae.yaml's recipe: bce suits these mostly dark images, and 8 numbers sample better than 32
     "vae-bce": Row(("--variant", "vae", "--loss", "bce", "--latent-dim", "8"), "normal"),
-    # the decoder every model had before --upsample: does resizing cost FD?
-    "vae-transpose": Row(("--variant", "vae", "--upsample", "transpose"), "normal"),
+    # the decoder without checkerboard marks: what does it cost in FD?
+    "vae-resize": Row(("--variant", "vae", "--upsample", "resize"), "normal"),
     "beta-vae": Row(("--variant", "vae", "--beta", "4"), "normal"),
     "vae+gmm": Row(("--variant", "vae"), "gmm"),
     "ae+gmm": Row(("--variant", "ae"), "gmm"),

@@ -20,7 +20,6 @@ class VAE(Objective):
         Setting("classes", None, "With --condition: the class names, in order, e.g. circle,square; stored in "
                 "the model file.", kind=Names, unset="the names found, sorted"),
     )  # fmt: skip
-    defaults = {"upsample": "resize"}  # samples without checkerboard marks: benchmarks/generation.py
     latent_factor = 2
     metrics = ("elbo",)
     generative = True
