@@ -279,8 +279,8 @@ def decode(
             low, high = latents.min(), latents.max()
             raise InputError(f"code numbers run from {low} to {high}; this model has codes 0 to {codebook - 1}")
     if latents.ndim != 2 or latents.shape[1] != math.prod(shape):
-        codes = loaded.capabilities.codebook and not codebook
-        also = f", or of {math.prod(shape[1:])} code numbers" if codes else ""
+        floats_for_codes = loaded.capabilities.codebook and not codebook
+        also = f", or of {math.prod(shape[1:])} code numbers" if floats_for_codes else ""
         raise AecliError(
             f"latents have shape {latents.shape}; this model decodes rows of length {math.prod(shape)}{also}"
         )
@@ -394,6 +394,9 @@ def _unfit_channels(y: torch.Tensor, channels: int) -> torch.Tensor:
     return y[0].mean(0, keepdim=True)  # a grey image went through a colour model
 
 
+DRAW_BATCH = 1024  # latents a learnt prior draws at once: its memory stays bounded, its results fixed
+
+
 @torch.no_grad()
 def sample(
     loaded: Loaded, n: int, *, temperature: float = 1.0, seed: int = 0, sampler: samplers.Sampler | None = None,
@@ -442,9 +445,6 @@ def sample(
     names = [loaded.capabilities.classes[k] for k in numbers]
     images = [torch.cat(list(decode(loaded, z.float().numpy(), labels=np.full(n, k)))) for k in numbers]
     return torch.cat(images), source + f", class{'es' if len(names) > 1 else ''} {', '.join(names)}"
-
-
-DRAW_BATCH = 1024  # latents a learnt prior draws at once: its memory stays bounded, its results fixed
 
 
 def first_image(spec: str) -> torch.Tensor:
