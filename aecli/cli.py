@@ -480,6 +480,13 @@ def denoise(
     overlap: Annotated[
         float, typer.Option("--overlap", min=0, max=0.9, help="Overlap of neighbouring tiles, as a fraction of a tile.")
     ] = 0.5,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta", help="Average the model's outputs over each input's 8 flips and quarter turns "
+            "(test-time augmentation): 8x the time for a cleaner result (+0.2 dB on a photo, docs/benchmarks.md).",
+        ),
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Allow writing into an input directory or over inputs.")
     ] = False,
@@ -502,6 +509,7 @@ def denoise(
       ae denoise photo.jpg -m dae.safetensors -o out/
       ae denoise ./clean -m dae.safetensors --add-noise 0.2 --reference ./clean -o out/
       ae denoise ./clean -m dae.safetensors --noise poisson --gain 30 --reference ./clean -o out/
+      ae denoise photo.png -m dae.safetensors --tta -o out/         # 8x the time, a little cleaner
     """
     from aecli import infer
     from aecli.data import open_inputs
@@ -540,7 +548,7 @@ def denoise(
         local = denoise_to_files(
             loaded, images, targets, references, keep=nrow, noise=add_noise, noise_kind=noise_kind,
             gain=gain or 0.0, seed=seed, whole=whole,
-            overlap=overlap, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress,
+            overlap=overlap, tta=tta, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress,
         )  # fmt: skip
     done = gathered(local)  # each process wrote its own images; the rest is written once
     write_summary(done, grid, report)
@@ -912,7 +920,8 @@ def demo(
 ) -> None:
     """Tour ae on the bundled sample and write an HTML report of it.
 
-    In about a minute it denoises, samples a VAE, maps latents and scores anomalies. Every step
+    In about a minute it denoises, samples a VAE, maps latents, scores anomalies and finds
+    scratches on a texture it draws. Every step
     is an `ae` command: OUT/index.html (and report.md) shows each picture with the commands that
     made it, to run again inside OUT. The report's paths go to stdout.
 

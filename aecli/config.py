@@ -43,6 +43,9 @@ MODEL_SETTINGS = (
 TRAIN_SETTINGS = (
     # the seed recipe: Adam at 1e-3 on batches of 128, for ten passes
     Setting("epochs", 10, "Passes over the training images; --resume may raise it.", low=1),
+    # 10 epochs of 1,000 tiles at batch 128 are 80 steps: a model that has learnt only the mean image
+    Setting("min_steps", 400, "Unless --epochs is given, train for at least this many steps: small data gets "
+            "more passes (0: off).", low=0),
     Setting("batch_size", 128, "Images per step.", low=1),
     Setting("lr", 1e-3, "Adam's peak learning rate.", low=0, low_open=True),
     Setting("lr_schedule", "cosine", "cosine (5% warm-up, decay to 0) or constant.", choices=("cosine", "constant")),
@@ -187,7 +190,8 @@ def default_widths(image_size: int, arch: str) -> list[int]:
 def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settings:
     """Declared defaults, the variant's defaults, the YAML file's keys, then the non-None flags.
 
-    A key set to null keeps its default. Settings of another variant than the chosen one (a YAML
+    A key set to null keeps its default. Epochs given (by file or flag) turn min_steps off unless
+    it is given too, so --epochs N means N passes. Settings of another variant than the chosen one (a YAML
     file shared by several) are ignored; flags among them are listed in `ignored`.
     """
     from aecli.models.registry import objective_class
@@ -202,6 +206,8 @@ def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settin
     ignored = tuple(k for k, v in overrides.items() if v is not None and k not in declared)
     values = {k: v for k, v in values.items() if k in declared and v is not None}  # null: the default
     defaults = variant_defaults(variant)
+    if "epochs" in values:  # asked for: taken as given
+        values.setdefault("min_steps", 0)
     model = ModelConfig(**{k: v for k, v in values.items() if declared[k].model})
     train = TrainConfig(**{**{k: v for k, v in defaults.items() if k in declared and not declared[k].model},
                            **{k: v for k, v in values.items() if not declared[k].model}})  # fmt: skip

@@ -92,6 +92,9 @@ class TrainProgress:
     def skipped(self, message: str) -> None:
         self.messages.warn(f"skipped {message}")
 
+    def note(self, message: str) -> None:
+        self.messages.info(message)
+
 
 class StreamProgress:
     """An infer.Progress: one bar over the images of a command, a warning per skipped image

@@ -65,6 +65,7 @@ def test_the_tour_reports_each_step_and_prints_the_report_paths(tour):
     for k in range(1, steps + 1):
         assert f"[{k}/{steps}] " in result.stderr
     assert "PSNR" in result.stderr and "AUROC" in result.stderr
+    assert "6 defect regions in 12 images; pixel AUROC" in result.stderr  # the texture's masks, found and used
     assert (out / demo.MARKER).is_file()
 
 
@@ -84,6 +85,7 @@ def test_the_page_is_self_contained_and_every_picture_exists(tour):
     expected = {"dae-preview.png", "denoised.png", "vae-samples.png", "cvae-samples.png"}
     assert expected <= set(page.images)
     assert sum(src.startswith("heatmaps/") for src in page.images) == demo.HEATMAPS
+    assert sum(src.startswith("defect-maps/scratch/") for src in page.images) == demo.SCRATCH_MAPS
 
 
 def test_the_markdown_report_shows_the_same_pictures_and_commands(tour):

@@ -1,6 +1,7 @@
-"""The denoiser's training levers (issue 14): --residual (predict the noise, give back the input
-less it) and --augment (a random flip and quarter turn of each training image). Both are off by
-default, and files from before them, which lack the keys, load as before (test_legacy_files.py)."""
+"""The denoiser's levers (issue 14): --residual (predict the noise, give back the input less it)
+and --augment (a random flip and quarter turn of each training image), both off by default, and
+files from before them, which lack the keys, load as before (test_legacy_files.py); and `ae denoise
+--tta`, the mean of the model's outputs over the eight views of each input."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from aecli.config import ModelConfig
 from aecli.models.capabilities import capabilities_of
 from aecli.models.model import create_model
 from aecli.models.objectives.denoise import dihedral
+from aecli.models.symmetries import averaged
 
 FAST = ["--epochs", "1", "--batch-size", "8", "-q"]
 
@@ -87,3 +89,28 @@ def test_augment_shows_each_image_in_one_of_its_views():
     out = dihedral(wide)
     assert out.shape == wide.shape  # not square: flips and half turns only
     assert all(any(torch.equal(v, b) for v in _views(a) if v.shape == a.shape) for a, b in zip(wide, out))
+
+
+def test_tta_takes_every_view_back_before_averaging():
+    x = torch.rand(2, 1, 5, 5)
+    assert torch.allclose(averaged(lambda v: v, x), x)  # each view undone exactly
+    wide = torch.rand(2, 1, 4, 6)  # a fully convolutional model's photo need not be square
+    assert torch.allclose(averaged(lambda v: v, wide), wide)
+    corner = torch.zeros(5, 5)
+    corner[0, 0] = 1
+    kept = averaged(lambda v: v * corner, x)  # a model that keeps only its top-left pixel
+    expected = torch.zeros(5, 5)
+    expected[0, 0] = expected[0, -1] = expected[-1, 0] = expected[-1, -1] = 0.25  # each corner in 2 of 8 views
+    assert torch.allclose(kept, x * expected)
+
+
+def test_denoise_tta_writes_the_averaged_estimate(run, npy_file, tmp_path):
+    flags = ["--variant", "denoising", "--arch", "conv", "-o", "m.safetensors", *FAST]
+    assert run("train", npy_file, *flags).exit_code == 0
+    outs = {}
+    for name, extra in (("plain", []), ("tta", ["--tta"])):
+        result = run("denoise", npy_file, "-m", "m.safetensors", "--add-noise", "0.2", "-o", name, "-q", *extra)
+        assert result.exit_code == 0, result.stderr
+        outs[name] = sorted((tmp_path / name).rglob("*.png"))
+    assert len(outs["plain"]) == 24 and [p.name for p in outs["plain"]] == [p.name for p in outs["tta"]]
+    assert any(a.read_bytes() != b.read_bytes() for a, b in zip(outs["plain"], outs["tta"]))

@@ -53,6 +53,22 @@ def test_training_reduces_the_loss_and_writes_a_preview(run, npy_file):
     assert result.stdout == ""  # talk goes to stderr only
 
 
+def test_small_data_trains_enough_steps_unless_epochs_are_given(run, npy_file):
+    def trained(*flags):
+        result = run("train", npy_file, "--batch-size", "32", "-o", "m.safetensors", *flags)
+        assert result.exit_code == 0, result.stderr
+        return result.stderr, modelfile.load("m.safetensors")
+
+    said, model = trained("--min-steps", "12")  # 24 images, 22 to train: one step an epoch
+    assert len(model.training["train_loss"]) == 12 and model.train_config.epochs == 12
+    assert "22 training images make 1 step an epoch: training 12 epochs, not 10" in said
+    said, model = trained("--epochs", "2")  # asked for: as given, and the file says why
+    assert len(model.training["train_loss"]) == 2 and model.train_config.min_steps == 0
+    assert "an epoch" not in said
+    _, model = trained("--epochs", "2", "--min-steps", "3")  # both asked for: both hold
+    assert len(model.training["train_loss"]) == 3
+
+
 def test_default_output_name_follows_the_variant(run, npy_file, tmp_path):
     assert run("train", npy_file, "--variant", "vae", *FAST).exit_code == 0
     assert (tmp_path / "vae.safetensors").is_file()

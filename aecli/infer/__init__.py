@@ -8,6 +8,7 @@ Pixels are streamed batch by batch; only latent vectors (small) are ever gathere
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -319,8 +320,8 @@ def add_noise(
 @torch.no_grad()
 def denoise(
     loaded: Loaded, images: ImageSet, *, noise: float = 0.0, noise_kind: str = "gaussian", gain: float = 30.0,
-    seed: int = 0, whole: bool = False, overlap: float = 0.5, batch_size: int = 64, workers: int | None = None,
-    strict: bool = True, progress: Progress | None = None,
+    seed: int = 0, whole: bool = False, overlap: float = 0.5, tta: bool = False, batch_size: int = 64,
+    workers: int | None = None, strict: bool = True, progress: Progress | None = None,
 ) -> Iterator[Denoised]:  # fmt: skip
     """Each image through the model at its own size: model-sized images in batches, others whole
     (a fully convolutional model) or in tiles.
@@ -329,10 +330,13 @@ def denoise(
     model as grey RGB. With whole=True, each image is fitted to the model's size as it was trained
     (its `resize`) instead of tiled; padding is cut away again, so the result keeps the aspect ratio.
     Noise of `noise_kind` is added first where `noise` > 0, or always for the photon kinds (at `gain`).
+    With tta, every pass is the mean over the eight flips and quarter turns (symmetries.averaged).
     """
     from aecli.models.objectives.denoise import PHOTON_KINDS
+    from aecli.models.symmetries import averaged
 
     cfg = loaded.config
+    net = functools.partial(averaged, loaded) if tta else loaded
     for batch in batches(
         loaded, images, batch_size=batch_size, workers=workers, strict=strict, progress=progress, native=True
     ):
@@ -349,7 +353,7 @@ def denoise(
         outputs: dict[int, torch.Tensor] = {}
         if direct:  # model-sized images share forward passes
             stacked = torch.cat([fitted[n] for n in direct])
-            results = torch.cat([loaded(stacked[s : s + batch_size]) for s in range(0, len(stacked), batch_size)])
+            results = torch.cat([net(stacked[s : s + batch_size]) for s in range(0, len(stacked), batch_size)])
             offsets = np.cumsum([0] + [len(fitted[n]) for n in direct])
             for k, n in enumerate(direct):
                 outputs[n] = results[offsets[k] : offsets[k + 1]]
@@ -357,9 +361,9 @@ def denoise(
             if n in outputs:
                 continue
             if loaded.capabilities.any_size:  # fully convolutional: the whole image at once
-                outputs[n] = loaded(f)
+                outputs[n] = net(f)
             else:
-                tiles = [apply_tiled(loaded, piece, cfg.image_size, overlap, batch_size) for piece in f]
+                tiles = [apply_tiled(net, piece, cfg.image_size, overlap, batch_size) for piece in f]
                 outputs[n] = torch.stack(tiles)
         for n, (x, i) in enumerate(zip(inputs, batch.index.tolist())):
             clean = _unfit_channels(outputs[n], x.shape[0])

@@ -1,5 +1,6 @@
 """The eight symmetries of the square (a quarter turn 0-3 times, mirrored or not), applied per image:
-what the denoiser's --augment draws from and what the geometric objective learns to tell apart."""
+what the denoiser's --augment draws from, what the geometric objective learns to tell apart, and
+what `ae denoise --tta` averages over."""
 
 from __future__ import annotations
 
@@ -20,3 +21,21 @@ def transformed(x, which):
         if chosen.any():
             out[chosen] = transformed(x[chosen], t)
     return out
+
+
+def undone(y, which: int):
+    """y (B, C, H, W) taken back from symmetry `which`: the inverse of transformed(y, which)."""
+    import torch
+
+    turned = torch.rot90(y, -(which % 4), (-2, -1))
+    return turned.flip(-1) if which >= 4 else turned
+
+
+def averaged(fn, x):
+    """fn(x) averaged over the eight symmetries: fn of each transformed batch, taken back, then the
+    mean (test-time augmentation). A model that treats every orientation alike (one trained with
+    --augment) gives eight estimates whose errors partly cancel, for eight times the compute."""
+    total = undone(fn(x), 0).float()
+    for t in range(1, SYMMETRIES):
+        total += undone(fn(transformed(x, t)), t).float()
+    return total / SYMMETRIES

@@ -30,7 +30,8 @@ class Callbacks:
 
     step() gets the batch's mean of each named loss term ("loss" is the one minimised; a VAE adds
     "reconstruction" and "kl") and the learning rate it took. saved() gets the run after each
-    epoch's save, for reporters that look at the model: they may run it, never change it.
+    epoch's save, for reporters that look at the model: they may run it, never change it. note()
+    gets what the run decided that the user did not ask for (more epochs for small data).
     """
 
     def start(self, epochs: int, steps: int, first_epoch: int, first_step: int) -> None: ...
@@ -38,6 +39,7 @@ class Callbacks:
     def epoch_end(self, epoch: int, train_loss: float, val_loss: float | None) -> None: ...
     def saved(self, epoch: int, run: Run) -> None: ...
     def skipped(self, message: str) -> None: ...
+    def note(self, message: str) -> None: ...
 
 
 class CallbackList(Callbacks):
@@ -65,6 +67,10 @@ class CallbackList(Callbacks):
     def skipped(self, *args) -> None:
         for callbacks in self.each:
             callbacks.skipped(*args)
+
+    def note(self, *args) -> None:
+        for callbacks in self.each:
+            callbacks.note(*args)
 
 
 @dataclass
@@ -203,6 +209,7 @@ class Run:
         if resume:
             run.resume_from(resume)
         else:
+            run.tc = tc = tc.replace(epochs=run.enough_epochs())
             history.skipped_images += len(refused)
             history.cycles = [tc.epochs]
         run.preload()
@@ -213,6 +220,13 @@ class Run:
         if tc.compile:
             run.step_loss = torch.compile(run.step_loss)
         run.callbacks.start(tc.epochs, run.steps_per_epoch, run.epoch, run.first_step)
+        if tc.epochs > settings.train.epochs:
+            run.callbacks.note(
+                f"{len(split.train)} training images make {run.steps_per_epoch} step"
+                f"{'s' if run.steps_per_epoch > 1 else ''} an epoch: training "
+                f"{tc.epochs} epochs, not {settings.train.epochs}, for at least {tc.min_steps} steps "
+                "(--min-steps; --epochs N trains N)"
+            )
         for message in refused:
             run.callbacks.skipped(message)
         return run
@@ -281,6 +295,11 @@ class Run:
     @property
     def steps_per_epoch(self) -> int:
         return -(-len(self.split.train) // self.tc.batch_size)
+
+    def enough_epochs(self) -> int:
+        """The epochs asked for, raised until they make min_steps steps: 10 epochs of a small folder
+        are too few steps to learn more than its mean image."""
+        return max(self.tc.epochs, -(-self.tc.min_steps // self.steps_per_epoch))
 
     def images_at(self, epoch: int) -> None:
         """Patches are cut anew each epoch; epoch -1 gives the fixed validation patches."""
