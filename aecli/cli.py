@@ -483,8 +483,8 @@ def denoise(
     tta: Annotated[
         bool,
         typer.Option(
-            "--tta", help="Average the model's outputs over each input's 8 flips and quarter turns "
-            "(test-time augmentation): 8x the time for a cleaner result (+0.2 dB on a photo, docs/benchmarks.md).",
+            "--tta", help="Average the model's outputs over each input's 8 flips and quarter turns (test-time "
+            "augmentation): 8x the time for a cleaner result (+0.1 to +0.2 dB on a photo: docs/benchmarks.md).",
         ),
     ] = False,
     overwrite: Annotated[

@@ -16,7 +16,7 @@ Budget: every model is --train images x --epochs in batches of --batch-size; the
 (3,000 x 4 in 16s) train the 5 (or 6) models in about 8 minutes on 2 cores (OMP_NUM_THREADS=1).
 
     python benchmarks/denoise_blind.py [--train 3000] [--epochs 4] [--batch-size 16] [--test 1000]
-        [--bm3d 100] [--poisson] [--workdir DIR]
+        [--bm3d 100] [--poisson] [--ae-flags=--residual] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def train(work: Path, data: Path, name: str, args: argparse.Namespace, *noise: s
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "aecli", "train", str(data), "--variant", "denoising", *noise,
-         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--device", "cpu", "-q", "-o", str(model)],
+         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--device", "cpu", "-q", "-o", str(model),
+         *args.ae_flags.split()],
         check=True,
     )  # fmt: skip
     return model, time.perf_counter() - started
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--bm3d", type=int, default=100, help="BM3D on this many of the test images (0: none)")
     parser.add_argument("--poisson", action="store_true", help="add photon-noise rows (part 4)")
     parser.add_argument("--gain", type=float, default=30.0)
+    parser.add_argument("--ae-flags", default="", help="more `ae train` flags for every model, as --ae-flags=--residual")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     train_x, _ = fashion_mnist("train")
