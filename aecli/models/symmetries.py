@@ -9,18 +9,17 @@ SYMMETRIES = 8  # number t: mirrored when t >= 4, then turned t % 4 quarter turn
 
 def transformed(x, which):
     """Each image of x (B, C, H, W) in its symmetry: `which`, a number 0-7 per image, or one for all.
-    Only the even ones (half turns and mirrors) keep a non-square image's shape."""
+    Only the even ones (half turns and mirrors) keep a non-square image's shape: give no other."""
     import torch
 
     if isinstance(which, int):
         mirrored = x.flip(-1) if which >= 4 else x
         return torch.rot90(mirrored, which % 4, (-2, -1))
-    out = torch.empty_like(x)
-    for t in range(SYMMETRIES):
-        chosen = which == t
-        if chosen.any():
-            out[chosen] = transformed(x[chosen], t)
-    return out
+    # every view of the whole batch, then each image's own picked out: a few copies of the batch,
+    # and no look at `which` on the host, so a GPU never waits here
+    step = 1 if x.shape[-1] == x.shape[-2] else 2
+    views = torch.stack([transformed(x, t) for t in range(0, SYMMETRIES, step)])
+    return views[which // step, torch.arange(len(x), device=x.device)]
 
 
 def undone(y, which: int):
