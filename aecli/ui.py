@@ -252,8 +252,8 @@ def print_evaluation(evaluation, threshold: float) -> None:
     e = evaluation
     err.print(
         f"labels: {e.normal} normal, {e.anomalous} anomalous; AUROC {e.auroc:.4f}, average precision "
-        f"{e.average_precision:.4f}, F1 {e.f1:.4f} at threshold {threshold:.6g}; best F1 {e.best_f1:.4f} "
-        f"at threshold {e.best_threshold:.6g}",
+        f"{e.average_precision:.4f}, F1 {e.f1:.4f} at threshold {threshold:.6g} (normal flagged "
+        f"{e.normal_flagged:.1%}); best F1 {e.best_f1:.4f} at threshold {e.best_threshold:.6g}",
         markup=False, soft_wrap=True,
     )  # fmt: skip
 

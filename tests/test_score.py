@@ -12,7 +12,7 @@ from aecli.scoring import metrics
 from aecli.io import modelfile
 from aecli.scoring import thresholds
 from aecli.errors import UsageError
-from tests.conftest import blobs
+from tests.conftest import blobs, write_pngs
 
 
 def _rows(text: str) -> list[dict[str, str]]:
@@ -31,6 +31,21 @@ def test_an_obvious_anomaly_scores_higher_than_every_normal_image(run, models, m
     assert min(odd) > max(normal)
     assert all(r["anomalous"] == "true" for r in rows if r["label"] == "1")
     assert "AUROC 1.0000" in result.stderr and "best F1 1.0000" in result.stderr
+
+
+def test_labelled_normal_images_far_above_the_calibrated_rate_say_the_calibration_does_not_fit(run, models, tmp_path):
+    shifted = 255 - blobs(24, seed=5)  # the normal discs, under another light
+    write_pngs(tmp_path / "site2" / "good", shifted)
+    write_pngs(tmp_path / "site2" / "noise", (np.random.default_rng(0).random((2, 16, 16)) * 255).astype(np.uint8))
+    write_pngs(tmp_path / "site1" / "good", blobs(24, seed=6))
+    write_pngs(tmp_path / "site1" / "noise", (np.random.default_rng(1).random((2, 16, 16)) * 255).astype(np.uint8))
+    result = run("score", tmp_path / "site2", "-m", models["ae"], "--metric", "mse", "--labels", "folders")
+    assert result.exit_code == 0, result.stderr
+    assert "(normal flagged 100.0%)" in result.stderr
+    assert "flags 100% of the normal images here, against 0.01" in result.stderr and "ae calibrate" in result.stderr
+    like_training = run("score", tmp_path / "site1", "-m", models["ae"], "--metric", "mse", "--labels", "folders")
+    assert "normal flagged" in like_training.stderr and "of the normal images here" not in like_training.stderr
+    assert "of the normal images here" not in run("score", tmp_path / "site2", "-m", models["ae"]).stderr  # no labels
 
 
 def test_auto_threshold_comes_from_the_model_files_calibration(run, models, mvtec):

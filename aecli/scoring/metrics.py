@@ -108,12 +108,14 @@ class Evaluation:
     best_threshold: float
     normal: int
     anomalous: int
+    normal_flagged: float  # the share of the normal images above the threshold used: its false-positive rate
 
 
 def evaluate(scores: np.ndarray, labels: np.ndarray, threshold: float) -> Evaluation:
     scores, labels = _check(scores, labels)
     top, at = best_f1(scores, labels)
+    normal = scores[~labels]
     return Evaluation(
         auroc(scores, labels), average_precision(scores, labels), f1_at(scores, labels, threshold),
-        top, at, int((~labels).sum()), int(labels.sum()),
+        top, at, len(normal), int(labels.sum()), float((normal > threshold).mean()) if len(normal) else 0.0,
     )  # fmt: skip

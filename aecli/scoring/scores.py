@@ -258,6 +258,26 @@ def score(loaded, images: ImageSet, **options) -> Scores:
     return Scores(values, where, sources, skipped, greyness=np.concatenate(grey) if grey else None)
 
 
+SHIFTED = 5  # normal images flagged at this many times the calibrated rate (and 5 % or more): not like the calibration's
+SHIFT_EVIDENCE = 20  # labelled normal images needed to say so
+
+
+def shift_caveat(threshold, evaluation) -> str | None:
+    """Where labels show the calibrated threshold flagging normal images far more often than it was
+    calibrated to: those images differ from the calibration's (another part of a scene, a slight
+    change of scale or light), and the fix is to calibrate on images like them, not to trust it."""
+    if threshold.fpr is None or evaluation is None or evaluation.normal < SHIFT_EVIDENCE:
+        return None
+    rate = evaluation.normal_flagged
+    if rate < max(SHIFTED * threshold.fpr, 0.05):
+        return None
+    return (
+        f"the calibrated threshold flags {rate:.0%} of the normal images here, against {threshold.fpr:g} on the "
+        "images it was calibrated on: these differ from them; calibrate on normal images like these "
+        "(ae calibrate DIR -m MODEL, docs/thresholds.md)"
+    )
+
+
 @dataclass
 class Assessment:
     """What `ae score` reports: each image's score and verdict, the threshold and how it was chosen."""
@@ -272,7 +292,8 @@ class Assessment:
     @property
     def caveats(self) -> list[str]:
         """What the user should know before trusting the verdicts: for a warning each."""
-        return [c for c in (self.threshold.caveat, metric_caveat(self.metric, self.scores)) if c]
+        shift = shift_caveat(self.threshold, self.evaluation)
+        return [c for c in (self.threshold.caveat, metric_caveat(self.metric, self.scores), shift) if c]
 
     def listed(self, top: int | None = None) -> np.ndarray:
         """Positions (in scored order) of the rows to report: all in input order, or the top K."""

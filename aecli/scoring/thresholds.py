@@ -31,6 +31,7 @@ class Threshold:
     value: float
     how: str  # one sentence for the summary on stderr
     caveat: str | None = None  # what the user should know before trusting it, for a warning
+    fpr: float | None = None  # the false-positive rate it was calibrated for on normal images (auto)
 
 
 def parse(spec: str) -> str | float:
@@ -77,6 +78,7 @@ def choose(
             f"auto: {metric} at false-positive rate {fpr:g} on {n} {calibration['split']} images "
             f"(the model file's calibration)",
             _thin_tail(n, fpr),
+            fpr,
         )
     if not len(scores):
         return Threshold(float("inf"), "auto: nothing scored")
