@@ -282,5 +282,6 @@ def train_config_from_json(text: str) -> TrainConfig:
         data["skip_bad"] = not data.pop("strict")
     if isinstance(data.get("resize"), bool):  # before format 3: resize=false made other sizes an error
         data["exact_size"] = not data.pop("resize")
+    data.setdefault("min_steps", 0)  # files from before it trained the epochs they were given
     names = {s.name for s in TRAIN_SETTINGS}
     return TrainConfig(**{k: v for k, v in data.items() if k in names})
