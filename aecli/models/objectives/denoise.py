@@ -45,15 +45,11 @@ class Denoise(Reconstruct):
         z, skips = self.latent(model, seen)
         out = model.net.decode(z, skips)
         if not self.config.residual:
-            errors = pixel_loss(out, x, self.config.loss)
-        elif self.config.loss == "bce":
-            errors = pixel_loss((seen.float() - out.float()).clamp(1e-4, 1 - 1e-4).logit(), x, "bce")
-        else:
-            errors = (seen.float() - out.float() - x).square()  # unclamped, so pixels past 0 or 1 still learn
-        if isinstance(self.config.sigma, list) and self.config.loss == "mse":  # one model for many levels
-            per_image = errors.flatten(1).mean(1)
-            return {"loss": (per_image * in_decibels(per_image)).mean()}
-        return {"loss": errors.mean()}
+            return {"loss": pixel_loss(out, x, self.config.loss).mean()}
+        estimate = seen.float() - out.float()  # unclamped, so pixels past 0 or 1 still learn
+        if self.config.loss == "bce":
+            return {"loss": pixel_loss(estimate.clamp(1e-4, 1 - 1e-4).logit(), x, "bce").mean()}
+        return {"loss": (estimate - x).square().mean()}
 
     def corrupt(self, x):
         return corrupt(x, self.config.noise, levels(self.config.sigma, x), self.config.gain)
@@ -67,19 +63,6 @@ class Denoise(Reconstruct):
     @classmethod
     def needs_input(cls, config):
         return config.residual
-
-
-ERROR_FLOOR = (2 / 255) ** 2  # below an 8-bit image's quantisation error, an image's error stops gaining weight
-
-
-def in_decibels(errors):
-    """Weights (mean 1, no gradient) that make a batch's mean squared error move as its mean PSNR
-    does: each image's error over its own error. A range of levels trains one model for all of
-    them, and in plain MSE the noisiest images, with errors tens of times larger, drown the
-    faintest; weighted so, a dB gained counts the same at every level (the gradient of the mean
-    of log(error))."""
-    weights = 1 / (errors.detach() + ERROR_FLOOR)
-    return weights / weights.mean()
 
 
 def dihedral(x):
