@@ -1,8 +1,9 @@
 """A woven texture with scratches planted in it, in MVTec AD's folder layout: what `ae demo` inspects.
 
 The bundled sample holds whole garments, not surfaces, so the tour makes its own: a weave of two
-sine gratings with grain, the same for every image but shifted, and thin bright scratches that
-a plain autoencoder reconstructs almost perfectly. Seeded, so every demo draws the same set.
+sine gratings with grain, the same for every image but shifted, and thin bright scratches that a
+plain autoencoder's image score misses (`ae train` with default settings on the 24 good images:
+image AUROC 0.39 on the test set). Seeded, so every demo draws the same set.
 """
 
 from __future__ import annotations
