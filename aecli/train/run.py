@@ -222,7 +222,7 @@ class Run:
         run.callbacks.start(tc.epochs, run.steps_per_epoch, run.epoch, run.first_step)
         if tc.epochs > settings.train.epochs:
             run.callbacks.note(
-                f"{len(split.train)} training images make {run.steps_per_epoch} step"
+                f"{len(split.train)} training {'crops' if tc.patch_size else 'images'} make {run.steps_per_epoch} step"
                 f"{'s' if run.steps_per_epoch > 1 else ''} an epoch: training "
                 f"{tc.epochs} epochs, not {settings.train.epochs}, for at least {tc.min_steps} steps "
                 "(--min-steps; --epochs N trains N)"
