@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from aecli.io.files import write_bytes_atomic
+from aecli.io.pictures import save_png
 
 
 def weave(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -51,11 +52,4 @@ def write_set(root: Path, *, train: int = 24, test: int = 6, size: int = 64, see
 
 
 def _save(path: Path, image: np.ndarray) -> None:
-    import io
-
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    Image.fromarray((image * 255).round().astype(np.uint8)).save(buffer, format="PNG")
-    write_bytes_atomic(path, buffer.getvalue())
+    save_png(path, torch.from_numpy(image).float()[None])
