@@ -13,29 +13,34 @@ at most 15 minutes of training on 2 idle CPU cores. The model denoises twice: pl
 --tta (the mean over the 8 flips and quarter turns). --photo-recipe plain trains the earlier
 recipe (32 px patches, bottleneck unet, no levers) instead. Needs the `bench` extra.
 
-levels (not in `all`): one model blind to the level (the levers recipe, sigma drawn per patch from
+levels: one model blind to the level (the levers recipe, sigma drawn per patch from
 5/255 to 55/255), trained on the grey photos less `chelsea`, against BM3D, NL-means and TV on
 `camera` at sigma 15, 25 and 50 (/255), and on `chelsea` in colour at 25/255 (BM3D as CBM3D and
 channel by channel; `ae denoise` takes the colour channels one at a time through its grey model).
 
-    python benchmarks/denoise_quality.py [--case fmnist|photos|levels|all]
-        [--photo-recipe levers|levers-64|plain] [--epochs N] [--workdir DIR]
+blind: one Fashion-MNIST model blind to the level against one per level, and photon noise
+(benchmarks/denoise_blind.py --poisson --bm3d 20). selfsupervised: noise2void from noisy images
+alone against the supervised denoiser, CAREamics' Noise2Void and BM3D (benchmarks/
+denoise_selfsupervised.py; the peers run in --peer-python, a venv of their own).
+
+`all` (the default) prints every table of issue 14 in one run: about an hour on 2 cores.
+
+    python benchmarks/denoise_quality.py [--case fmnist|photos|levels|blind|selfsupervised|all]
+        [--photo-recipe levers|levers-64|plain] [--epochs N] [--peer-python PY] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import fashion_mnist
+from _common import fashion_mnist, workdir
+from _denoising import ae_silent, print_table, report_means
 
 from aecli.scoring.quality import psnr, ssim
 
@@ -46,7 +51,7 @@ TRAIN_PHOTOS = (
 TEST_PHOTO = "camera"
 TILE = 96  # training photos are cut into tiles this size: see photo_training_set
 PHOTO_RECIPES = {
-    "plain": ["--patch-size", "32", "--patches-per-image", "32", "--epochs", "18", "--batch-size", "32"],
+    "plain": ["--patch-size", "32", "--patches-per-image", "32", "--epochs", "18", "--batch-size", "32", "--no-residual"],
     # the levers of issue 14 on the plain recipe (docs/benchmarks.md says what was measured):
     # predict the noise, and the 8 flips and turns of every crop; epochs sized to the budget
     "levers": ["--patch-size", "32", "--patches-per-image", "32", "--epochs", "EPOCHS", "--batch-size", "32",
@@ -66,35 +71,6 @@ TV_WEIGHTS = (0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.12)
 # them; TV's weights are scaled by sigma / (25/255), as its best weight grows with the noise
 LEVELS_NLM_H = (0.3, 0.4, *NLM_H)
 LEVELS_TV_WEIGHTS = (*TV_WEIGHTS, 0.14, 0.17, 0.2, 0.25)
-
-
-def ae_silent(*args: object) -> float:
-    """`ae ARGS` in a new process, its stdout (the quality table we print ourselves) dropped; wall seconds."""
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "aecli", *map(str, args)], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
-
-
-def report_means(path: Path) -> dict[str, float]:
-    """Mean of each column of an `ae denoise --report` CSV."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {
-        k: float(np.mean([float(r[k]) for r in rows]))
-        for k in ("psnr_before", "psnr_after", "ssim_before", "ssim_after")
-    }
-
-
-def print_table(title: str, rows: list[tuple[str, float, float | None, float | None, float | None]]) -> None:
-    """method, PSNR, SSIM, training seconds, denoising seconds."""
-    print(f"\n{title}")
-    print(f"{'method':50s} {'PSNR dB':>8s} {'SSIM':>7s} {'train s':>8s} {'denoise s':>9s}")
-
-    def cell(v: float | None, fmt: str, width: int) -> str:
-        return f"{v:{width}{fmt}}" if v is not None else " " * width
-
-    for name, p, s, train_s, run_s in rows:
-        print(f"{name:50s} {p:8.2f} {cell(s, '.4f', 7)} {cell(train_s, '.1f', 8)} {cell(run_s, '.2f', 9)}")
 
 
 def fmnist_case(args: argparse.Namespace, work: Path) -> None:
@@ -373,7 +349,7 @@ def require_skimage() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("fmnist", "photos", "levels", "all"), default="all")
+    parser.add_argument("--case", choices=(*CASES, "all"), default="all", help="all: every table of issue 14")
     parser.add_argument("--train", type=int, default=5000, help="fmnist: training images")
     parser.add_argument("--test", type=int, default=1000, help="fmnist: test images")
     parser.add_argument("--sigma", type=float, default=0.2, help="fmnist: noise std")
@@ -381,19 +357,43 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, help=f"levers recipes: epochs (default: photos {LEVER_EPOCHS}, levels {LEVELS_EPOCHS})"
     )
+    parser.add_argument("--peer-python", help="selfsupervised: a Python with careamics, bm3d and scikit-image")
     parser.add_argument("--workdir", type=Path, help="keep data, models and reports here (default: a temp dir)")
     args = parser.parse_args()
-    if args.case in ("photos", "levels", "all"):
+    cases = CASES if args.case == "all" else (args.case,)
+    if {"photos", "levels"} & set(cases):
         require_skimage()  # before any training, not after the Fashion-MNIST case
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.workdir or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        if args.case in ("fmnist", "all"):
-            fmnist_case(args, work)
-        if args.case in ("photos", "all"):
-            photos_case(args, work)
-        if args.case == "levels":
-            levels_case(args, work)
+    started = time.perf_counter()
+    with workdir(args.workdir, "denoise-quality-") as work:
+        for case in cases:
+            (work / case).mkdir(exist_ok=True)
+            CASES[case](args, work / case)
+    if len(cases) > 1:
+        print(f"\n{len(cases)} cases in {(time.perf_counter() - started) / 60:.1f} min")
+
+
+def blind_case(args: argparse.Namespace, work: Path) -> None:
+    """Part 2 and 4's tables: benchmarks/denoise_blind.py with its defaults, photon noise included."""
+    import denoise_blind
+
+    denoise_blind.main(["--poisson", "--bm3d", "20", "--workdir", str(work)])
+
+
+def selfsupervised_case(args: argparse.Namespace, work: Path) -> None:
+    """Part 3's tables: benchmarks/denoise_selfsupervised.py, CAREamics and BM3D through --peer-python."""
+    import denoise_selfsupervised
+
+    peer = ["--peer-python", args.peer_python] if args.peer_python else []
+    denoise_selfsupervised.main([*peer, "--workdir", str(work)])
+
+
+CASES = {
+    "fmnist": fmnist_case,
+    "photos": photos_case,
+    "levels": levels_case,
+    "blind": blind_case,
+    "selfsupervised": selfsupervised_case,
+}
 
 
 if __name__ == "__main__":

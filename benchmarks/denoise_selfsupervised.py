@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import fashion_mnist, workdir
-from denoise_quality import ae_silent, print_table, report_means
+from _denoising import ae_silent, print_table, report_means
 
 from aecli.scoring.quality import psnr, ssim
 
@@ -123,14 +123,14 @@ def camera_case(args: argparse.Namespace, work: Path) -> None:
     print_table("camera (512x512 grey), gaussian sigma 25/255, 8-bit", rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=("fmnist", "camera", "all"), default="all")
     parser.add_argument("--train", type=int, default=5000)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--peer-python", help="a Python with careamics, bm3d and scikit-image")
     parser.add_argument("--workdir", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with workdir(args.workdir, "ae-n2v-") as work:
         if args.case in ("fmnist", "all"):
             fmnist_case(args, work)
