@@ -273,6 +273,7 @@ def model_config_from_json(text: str) -> ModelConfig:
     names = {s.name for s in model_settings(variant)}
     data.setdefault("resize", "stretch")  # how files before format 3 fitted every image
     data.setdefault("upsample", "transpose")  # every decoder before the setting existed
+    data.setdefault("residual", False)  # denoisers before it predicted the clean image (dropped for the others)
     return ModelConfig(**{k: v for k, v in data.items() if k in names})
 
 

@@ -1,5 +1,5 @@
-"""The denoiser's levers (issue 14): --residual (predict the noise, give back the input less it)
-and --augment (a random flip and quarter turn of each training image), both off by default, and
+"""The denoiser's levers (issue 14): --residual (predict the noise, give back the input less it;
+on by default) and --augment (a random flip and quarter turn of each training image; off), and
 files from before them, which lack the keys, load as before (test_legacy_files.py); and `ae denoise
 --tta`, the mean of the model's outputs over the eight views of each input."""
 
@@ -19,22 +19,23 @@ from aecli.models.symmetries import averaged
 FAST = ["--epochs", "1", "--batch-size", "8", "-q"]
 
 
-@pytest.mark.parametrize("flags", [["--residual"], ["--augment"], ["--residual", "--augment", "--loss", "bce"]])
+@pytest.mark.parametrize("flags", [["--no-residual"], ["--augment"], ["--augment", "--loss", "bce"]])
 def test_a_lever_trains_denoises_and_is_stored_in_the_model_file(run, npy_file, flags):
     result = run("train", npy_file, "--variant", "denoising", *flags, "-o", "m.safetensors", *FAST)
     assert result.exit_code == 0, result.stderr
     config = json.loads(run("info", "m.safetensors", "--json").stdout)["model_config"]
-    assert config["residual"] == ("--residual" in flags) and config["augment"] == ("--augment" in flags)
+    residual = "--no-residual" not in flags
+    assert config["residual"] == residual and config["augment"] == ("--augment" in flags)
     version = json.loads(run("info", "m.safetensors", "--json").stdout)["format_version"]
-    assert version == (4 if "--residual" in flags else 3)  # older readers refuse a residual file, not misread it
+    assert version == (4 if residual else 3)  # older readers refuse a residual file, not misread it
     result = run("denoise", npy_file, "-m", "m.safetensors", "--add-noise", "0.2", "--reference", npy_file)
     assert result.exit_code == 0, result.stderr
     assert "psnr" in result.stdout.lower()
 
 
-def test_both_are_off_unless_asked(run):
+def test_residual_is_on_and_augment_off_unless_asked(run):
     resolved = run("train", "--variant", "denoising", "--print-config").stdout
-    assert "residual: false" in resolved and "augment: false" in resolved
+    assert "residual: true" in resolved and "augment: false" in resolved
 
 
 def _model(**settings):
@@ -51,7 +52,7 @@ def test_a_residual_model_gives_back_its_input_less_the_predicted_noise():
         assert torch.equal(model(x), x)  # no noise predicted: the input itself
         head.bias.fill_(0.25)
         assert torch.allclose(model(x), (x - 0.25).clamp(0, 1))  # and always within [0, 1]
-    plain = _model()
+    plain = _model(residual=False)
     torch.nn.init.zeros_(plain.net.head.weight), torch.nn.init.zeros_(plain.net.head.bias)
     with torch.no_grad():
         assert torch.equal(plain(x), torch.full_like(x, 0.5))  # the sigmoid of zero logits, as before
@@ -65,14 +66,14 @@ def test_a_residual_loss_is_the_mse_of_the_estimate_and_reaches_the_network():
 
 
 def test_a_residual_conv_model_cannot_decode_a_latent_alone(run, npy_file):
-    config = ModelConfig(variant="denoising", arch="conv", channels=1, image_size=16, widths=[8, 16])
+    config = ModelConfig(variant="denoising", arch="conv", channels=1, image_size=16, widths=[8, 16], residual=False)
     assert capabilities_of(config).decode
     assert not capabilities_of(config.replace(residual=True)).decode
-    flags = ["--variant", "denoising", "--arch", "conv", "--residual", "-o", "r.safetensors", *FAST]
+    flags = ["--variant", "denoising", "--arch", "conv", "-o", "r.safetensors", *FAST]
     assert run("train", npy_file, *flags).exit_code == 0
     assert run("encode", npy_file, "-m", "r.safetensors", "-o", "z.npy").exit_code == 0
     result = run("decode", "z.npy", "-m", "r.safetensors", "-o", "out")
-    assert result.exit_code == 2 and "--residual" in result.stderr and "Traceback" not in result.stderr
+    assert result.exit_code == 2 and "--no-residual" in result.stderr and "Traceback" not in result.stderr
 
 
 def _views(image: torch.Tensor) -> list[torch.Tensor]:

@@ -24,6 +24,7 @@ from aecli.data import Batch, ImageSet, batch_indices, stream
 from aecli.data.images import IMAGE_SUFFIXES, layout, read_image, to_channels, to_size
 from aecli.errors import AecliError, InputError, UsageError
 from aecli.infer.tiles import apply_tiled
+from aecli.models.capabilities import no_decoder
 
 
 class Progress:
@@ -113,16 +114,8 @@ class Loaded:
 
     def require_decoder(self) -> None:
         """Decoding a bare latent needs a decoder that runs from the latent alone (not a unet's)."""
-        if not self.capabilities.decode and self.model.objective.needs_input(self.config):
-            raise UsageError(
-                f"{self.file.path} gives back its input less the noise it predicts (--residual): a latent "
-                "alone decodes to nothing; decoding and sampling latents need a model trained without --residual"
-            )
         if not self.capabilities.decode:
-            raise UsageError(
-                f"{self.file.path} is a {self.config.arch} model, whose decoder needs the encoder's skip "
-                "connections; decoding and sampling latents need a model trained with --arch conv"
-            )
+            raise UsageError(f"{self.file.path} cannot decode a latent alone: {no_decoder(self.config)}")
 
 
 def load_model(path: Path, device: str | None = None) -> Loaded:

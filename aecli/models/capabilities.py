@@ -39,6 +39,18 @@ def latent_grid(config: ModelConfig) -> int:
     return -(-config.image_size // step)
 
 
+def no_decoder(config: ModelConfig) -> str:
+    """Why a model cannot decode a latent alone, and the `ae train` flags that make one that can."""
+    why, flags = [], []
+    if config.arch in SKIP_ARCHS:
+        why.append(f"its {config.arch} decoder needs the encoder's skip connections")
+        flags.append("--arch conv")
+    if objective_class(config.variant).needs_input(config):
+        why.append("it gives back its input less the noise it predicts")
+        flags.append("--no-residual")
+    return f"{' and '.join(why)}; decoding and sampling latents need a model trained with {' '.join(flags)}"
+
+
 def capabilities_of(config: ModelConfig) -> Capabilities:
     objective = objective_class(config.variant)
     alone = config.arch not in SKIP_ARCHS and not objective.needs_input(config)

@@ -14,7 +14,7 @@ from torch import nn
 from aecli.config import ModelConfig
 from aecli.errors import AecliError, UsageError
 from aecli.models.backbones import make_backbone
-from aecli.models.capabilities import capabilities_of
+from aecli.models.capabilities import capabilities_of, no_decoder
 from aecli.models.objectives.base import Batch
 from aecli.models.registry import objective_class
 
@@ -53,16 +53,8 @@ class Autoencoder(nn.Module):
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Pixels in [0, 1] from latents alone (where capabilities.decode: not a unet's decoder)."""
-        if not self.capabilities.decode and self.objective.needs_input(self.config):
-            raise AecliError(
-                "this model gives back its input less the noise it predicts (--residual): it needs the "
-                "input, so a latent alone decodes to nothing; decoding latents needs a model without --residual"
-            )
         if not self.capabilities.decode:
-            raise AecliError(
-                f"this model (arch {self.config.arch}) decodes only with its encoder's skip connections; "
-                "decoding latents alone needs a model trained with --arch conv"
-            )
+            raise AecliError(f"this model cannot decode a latent alone: {no_decoder(self.config)}")
         return torch.sigmoid(self.net.decode(z, condition=self.condition(labels))).float()
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:

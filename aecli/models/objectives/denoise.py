@@ -25,9 +25,11 @@ class Denoise(Reconstruct):
         # 30 photons at white: a dim, visibly grainy picture (PSNR about 20 dB at mid-grey)
         Setting("gain", 30.0, "Photons at full intensity, for the poisson kinds of --noise (fewer: noisier); "
                 "the other kinds ignore it.", low=0, low_open=True),
-        # off by default, and for files from before it: they predict the clean image
-        Setting("residual", False, "Predict the noise and give back the input less it (residual learning, "
-                "as DnCNN): the network learns only what to take away, which suits additive noise."),
+        # on by default since 2026-11-26 (docs/benchmarks.md: level at sigma 0.2, ahead at low levels and
+        # for ranges); files from before that keep what they stored, and those from before it, off
+        Setting("residual", True, "Predict the noise and give back the input less it (residual learning, "
+                "as DnCNN): the network learns only what to take away, so a light noise is easy and one "
+                "model serves a range of levels. Off, the network predicts the clean image."),
         Setting("augment", False, "Show each training image flipped and turned by a random quarter turn "
                 "(one of its 8 views): more data for free, which photographs need."),
     )  # fmt: skip
