@@ -142,13 +142,17 @@ class ModelConfig(_Section):
         super().__init__(_fill(declared, variant_defaults(variant), {**values, "variant": variant}, "a model config"))
 
     def resolved(self, channels: int, image_size: int) -> ModelConfig:
-        """Fill what the data decides (channels, size) and the defaults that depend on them."""
+        """Fill what the data decides (channels, size) and the defaults that depend on them (the
+        objective's too)."""
+        from aecli.models.registry import objective_class
+
         size = self.image_size or image_size
-        return self.replace(
+        filled = self.replace(
             channels=self.channels or channels,
             image_size=size,
             widths=list(self.widths) if self.widths else default_widths(size, self.arch),
         )
+        return objective_class(self.variant).resolved(filled)
 
 
 class TrainConfig(_Section):

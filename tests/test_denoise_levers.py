@@ -1,7 +1,8 @@
 """The denoiser's levers (issue 14): --residual (predict the noise, give back the input less it;
-on by default) and --augment (a random flip and quarter turn of each training image; off), and
-files from before them, which lack the keys, load as before (test_legacy_files.py); and `ae denoise
---tta`, the mean of the model's outputs over the eight views of each input."""
+on by default for a unet, off for a bottleneck conv) and --augment (a random flip and quarter
+turn of each training image; off), and files from before them, which lack the keys, load as
+before (test_legacy_files.py); and `ae denoise --tta`, the mean of the model's outputs over the
+eight views of each input."""
 
 from __future__ import annotations
 
@@ -33,9 +34,12 @@ def test_a_lever_trains_denoises_and_is_stored_in_the_model_file(run, npy_file, 
     assert "psnr" in result.stdout.lower()
 
 
-def test_residual_is_on_and_augment_off_unless_asked(run):
-    resolved = run("train", "--variant", "denoising", "--print-config").stdout
-    assert "residual: true" in resolved and "augment: false" in resolved
+@pytest.mark.parametrize("arch, residual", [("unet", True), ("conv", False)])
+def test_residual_is_on_where_skips_carry_the_noise_and_augment_off_unless_asked(run, npy_file, arch, residual):
+    result = run("train", npy_file, "--variant", "denoising", "--arch", arch, "-o", "m.safetensors", *FAST)
+    assert result.exit_code == 0, result.stderr
+    config = json.loads(run("info", "m.safetensors", "--json").stdout)["model_config"]
+    assert config["residual"] is residual and config["augment"] is False
 
 
 def _model(**settings):
@@ -69,7 +73,7 @@ def test_a_residual_conv_model_cannot_decode_a_latent_alone(run, npy_file):
     config = ModelConfig(variant="denoising", arch="conv", channels=1, image_size=16, widths=[8, 16], residual=False)
     assert capabilities_of(config).decode
     assert not capabilities_of(config.replace(residual=True)).decode
-    flags = ["--variant", "denoising", "--arch", "conv", "-o", "r.safetensors", *FAST]
+    flags = ["--variant", "denoising", "--arch", "conv", "--residual", "-o", "r.safetensors", *FAST]
     assert run("train", npy_file, *flags).exit_code == 0
     assert run("encode", npy_file, "-m", "r.safetensors", "-o", "z.npy").exit_code == 0
     result = run("decode", "z.npy", "-m", "r.safetensors", "-o", "out")

@@ -80,6 +80,11 @@ class Objective:
         return ()
 
     @classmethod
+    def resolved(cls, config: ModelConfig) -> ModelConfig:
+        """Its settings whose default depends on the shared ones, filled in once those are."""
+        return config
+
+    @classmethod
     def needs_input(cls, config: ModelConfig) -> bool:
         """Its pixels are built from the input as well as the latent (a residual denoiser's), so a
         latent alone decodes to nothing."""

@@ -25,11 +25,12 @@ class Denoise(Reconstruct):
         # 30 photons at white: a dim, visibly grainy picture (PSNR about 20 dB at mid-grey)
         Setting("gain", 30.0, "Photons at full intensity, for the poisson kinds of --noise (fewer: noisier); "
                 "the other kinds ignore it.", low=0, low_open=True),
-        # on by default since 2026-11-26 (docs/benchmarks.md: level at sigma 0.2, ahead at low levels and
-        # for ranges); files from before that keep what they stored, and those from before it, off
-        Setting("residual", True, "Predict the noise and give back the input less it (residual learning, "
+        # unset: on with skip connections, off through a bottleneck alone (noise cannot pass a latent);
+        # docs/benchmarks.md measures it. Files from before the setting lack it and load as off
+        Setting("residual", None, "Predict the noise and give back the input less it (residual learning, "
                 "as DnCNN): the network learns only what to take away, so a light noise is easy and one "
-                "model serves a range of levels. Off, the network predicts the clean image."),
+                "model serves a range of levels. Off, the network predicts the clean image, as a bottleneck "
+                "model must (the noise cannot pass its latent).", kind=bool, unset="on for unet, off for conv"),
         Setting("augment", False, "Show each training image flipped and turned by a random quarter turn "
                 "(one of its 8 views): more data for free, which photographs need."),
     )  # fmt: skip
@@ -64,7 +65,14 @@ class Denoise(Reconstruct):
 
     @classmethod
     def needs_input(cls, config):
-        return config.residual
+        return bool(config.residual)
+
+    @classmethod
+    def resolved(cls, config):
+        """Residual unless told, where skip connections can carry the noise to the output."""
+        from aecli.models.capabilities import SKIP_ARCHS
+
+        return config if config.residual is not None else config.replace(residual=config.arch in SKIP_ARCHS)
 
 
 def dihedral(x):
