@@ -113,7 +113,8 @@ class Loaded:
         return [self.class_number(name) for name in names]
 
     def require_decoder(self) -> None:
-        """Decoding a bare latent needs a decoder that runs from the latent alone (not a unet's)."""
+        """Decoding a bare latent needs a decoder that runs from the latent alone (not a unet's, nor a
+        residual denoiser's, whose output needs its input)."""
         if not self.capabilities.decode:
             raise UsageError(f"{self.file.path} cannot decode a latent alone: {no_decoder(self.config)}")
 

@@ -5,6 +5,7 @@ objective is a plain class in a file of its own here, registered by name with `@
 
   settings       its own settings (aecli.settings.Setting), shown under its name in `ae train --help`
   defaults       the shared settings it starts from otherwise (arch, epochs, batch_size, lr)
+  resolved()     its settings whose default depends on the shared ones (a denoiser's residual, on its arch)
   loss()         one training step's named loss terms from a batch (a mapping: images, and
                  labels, masks or paths where the data has them); "loss" is the one minimised
   capabilities   what commands may ask of it: sampling, denoising, extra anomaly metrics
