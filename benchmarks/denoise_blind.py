@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poisson", action="store_true", help="add photon-noise rows (part 4)")
     parser.add_argument("--gain", type=float, default=30.0)
     parser.add_argument("--blind-top", type=float, default=50, help="the blind model's range is 0 to this / 255")
-    parser.add_argument("--ae-flags", default="", help="more `ae train` flags for every model, as --ae-flags=--no-residual")
+    parser.add_argument(
+        "--ae-flags", default="", help="more `ae train` flags for every model, as --ae-flags=--no-residual"
+    )
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args(argv)
     train_x, _ = fashion_mnist("train")

@@ -51,7 +51,8 @@ TRAIN_PHOTOS = (
 TEST_PHOTO = "camera"
 TILE = 96  # training photos are cut into tiles this size: see photo_training_set
 PHOTO_RECIPES = {
-    "plain": ["--patch-size", "32", "--patches-per-image", "32", "--epochs", "18", "--batch-size", "32", "--no-residual"],
+    "plain": ["--patch-size", "32", "--patches-per-image", "32", "--epochs", "18", "--batch-size", "32",
+              "--no-residual"],
     # the levers of issue 14 on the plain recipe (docs/benchmarks.md says what was measured):
     # predict the noise, and the 8 flips and turns of every crop; epochs sized to the budget
     "levers": ["--patch-size", "32", "--patches-per-image", "32", "--epochs", "EPOCHS", "--batch-size", "32",
