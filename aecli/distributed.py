@@ -207,6 +207,7 @@ def training_loss(model: torch.nn.Module, device: torch.device) -> Callable[[dic
     # although the memory order is the same; DDP then warns about a copy that costs nothing here.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    # BatchNorm stays per process (SyncBatchNorm is refused on CPU); broadcast_buffers, the default, starts
-    # every step from rank 0's running statistics, so rank 0's are the ones kept (docs/distributed.md)
-    return DistributedDataParallel(_TrainingLoss(model), device_ids=ids, broadcast_buffers=True)
+    # BatchNorm stays per process (SyncBatchNorm is refused on CPU); DDP's default buffer sync starts every
+    # step from rank 0's running statistics, so rank 0's are the ones kept (docs/distributed.md). Left
+    # unnamed: torch 2.14 deprecates broadcast_buffers and warns on every rank when it is passed.
+    return DistributedDataParallel(_TrainingLoss(model), device_ids=ids)

@@ -7,6 +7,7 @@ importing torch on a small machine); the sharding arithmetic is tested in-proces
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -63,6 +64,7 @@ def test_distributed_train_writes_a_loadable_model_and_resumes(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert done.stderr.count("model: vae.safetensors") == 1  # rank 0 alone talks
+    assert not re.search(r"\w+Warning:", done.stderr)  # no Python warnings (a deprecated DDP argument, say)
     assert (tmp_path / "p.png").is_file()
 
     done = torchrun(*args, "--epochs", "2", "--resume", cwd=tmp_path)
