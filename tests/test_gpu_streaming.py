@@ -1,8 +1,14 @@
-"""JPEG batches decoded on the GPU (data.gpu_jpeg) mean what the CPU's decoding means."""
+"""JPEG batches decoded on the GPU (data.gpu_jpeg) mean what the CPU's decoding means.
+
+Reading and decoding a batch is also run with device="cpu", where decode_jpeg takes the same
+batched call: the header checks, the split between the two decoders and the fitting are tested
+on every machine; the commands' own CUDA runs are skipped without one.
+"""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +20,12 @@ from conftest import blobs
 from aecli.data import open_inputs
 from aecli.data.gpu_jpeg import Encoded, decode, read
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
-CUDA = torch.device("cuda")
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=needs_cuda)])
+def device(request) -> torch.device:
+    return torch.device(request.param)
 
 
 def jpeg(array: np.ndarray, **options) -> bytes:
@@ -55,45 +64,62 @@ def awkward(jpegs):
     return jpegs
 
 
-def on_gpu(images, channels, size, resize="stretch", strict=False):
+def on_device(device, images, channels, size, resize="stretch", strict=False):
     indices = np.arange(len(images))
     encoded = read(images, indices, channels, size, resize, strict)
     assert isinstance(encoded, Encoded) and encoded.rows
-    return decode(encoded, images, CUDA, channels, size, resize, strict)
+    return decode(encoded, images, device, channels, size, resize, strict)
 
 
 @pytest.mark.parametrize("channels, size, resize", [(1, 16, "stretch"), (3, 16, "pad"), (3, 20, "crop"), (None, None, None)])
-def test_gpu_decoded_batches_match_the_cpu_decoding(jpegs, channels, size, resize):
+def test_gpu_decoded_batches_match_the_cpu_decoding(device, jpegs, channels, size, resize):
     images = open_inputs([str(jpegs)])
     cpu = images.load(np.arange(len(images)), channels, size, resize or "stretch")
-    gpu = on_gpu(images, channels, size, resize or "stretch")
+    gpu = on_device(device, images, channels, size, resize or "stretch")
     assert gpu.error is None and not gpu.skipped and gpu.index.tolist() == cpu.index.tolist()
     if size:
-        assert gpu.pixels.device.type == "cuda" and gpu.pixels.shape == cpu.pixels.shape
+        assert gpu.pixels.device.type == device.type and gpu.pixels.shape == cpu.pixels.shape
         assert (gpu.pixels.cpu() - cpu.pixels).abs().mean() < 2 / 255
     else:
         assert [x.shape for x in gpu.pixels] == [x.shape for x in cpu.pixels]  # grey stays 1 channel, colour 3
         for g, c in zip(gpu.pixels, cpu.pixels):
-            assert g.device.type == "cuda" and (g.cpu() - c).abs().mean() < 2 / 255
+            assert g.device.type == device.type and (g.cpu() - c).abs().mean() < 2 / 255
 
 
-def test_jpegs_nvjpeg_cannot_take_go_the_cpu_way_skipped_or_converted_as_there(awkward):
+def test_jpegs_nvjpeg_cannot_take_go_the_cpu_way_skipped_or_converted_as_there(device, awkward):
     images = open_inputs([str(awkward)])
     cpu = images.load(np.arange(len(images)), 3, 16)
-    gpu = on_gpu(images, 3, 16)
+    gpu = on_device(device, images, 3, 16)
     assert gpu.error is None and gpu.index.tolist() == cpu.index.tolist()
     assert sorted(gpu.skipped) == sorted(cpu.skipped) and any("t-cut.jpg" in m for m in gpu.skipped)
     assert (gpu.pixels.cpu() - cpu.pixels).abs().mean() < 2 / 255  # the CMYK one in its true colours too
-    strict = on_gpu(images, 3, 16, strict=True)
+    strict = on_device(device, images, 3, 16, strict=True)
     assert strict.error == images.load(np.arange(len(images)), 3, 16, strict=True).error
 
 
-def test_gpu_decoding_keeps_the_exact_size_error(jpegs):
+def test_only_whole_plain_jpegs_reach_the_batched_decoder(awkward):
+    """nvjpeg crashed a process on a header of zeros: such files, CMYK and cut ones go to read_image."""
+    whole = bytearray(jpeg(blobs(1, size=16, channels=3, seed=6)[0]))
+    start = whole.index(b"\xff\xc4") + 4  # the first Huffman table's body: its code counts zeroed, markers intact
+    whole[start : start + 17] = bytes(17)
+    (awkward / "h-zero-table.jpg").write_bytes(bytes(whole))
+    images = open_inputs([str(awkward)])
+    encoded = read(images, np.arange(len(images)), 3, 16, "stretch", False)
+    sent = {Path(images.name(i)).name for i in encoded.rows}
+    kept_back = {Path(images.name(i)).name for i in encoded.decoded.index.tolist()}
+    assert len(sent) == 13 and not sent & {"k-cmyk.jpg", "t-cut.jpg", "z-garbage.jpg", "h-zero-table.jpg"}
+    assert kept_back == {"k-cmyk.jpg"}  # the others are skipped by read_image, as without a GPU
+    skipped = sorted(Path(m.split(":")[0]).name for m in encoded.decoded.skipped)
+    assert skipped == ["h-zero-table.jpg", "t-cut.jpg", "z-garbage.jpg"]
+
+
+def test_gpu_decoding_keeps_the_exact_size_error(device, jpegs):
     images = open_inputs([str(jpegs)])
-    error = on_gpu(images, 3, 24, resize=None).error
+    error = on_device(device, images, 3, 24, resize=None).error
     assert error == images.load(np.arange(len(images)), 3, 24, resize=None).error and "g0.jpg: image is 16x16" in error
 
 
+@needs_cuda
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_encode_on_cuda_from_jpegs_is_close_to_the_cpu(run, models, jpegs, workers):
     for device in ("cpu", "cuda"):
@@ -106,6 +132,7 @@ def test_encode_on_cuda_from_jpegs_is_close_to_the_cpu(run, models, jpegs, worke
     np.testing.assert_allclose(gpu, cpu, atol=0.05 * scale, rtol=0.05)  # bf16 autocast and two JPEG decoders
 
 
+@needs_cuda
 def test_encode_on_cuda_skips_and_fails_as_the_cpu_does(run, models, awkward):
     outcomes = {}
     for device in ("cpu", "cuda"):
@@ -117,6 +144,7 @@ def test_encode_on_cuda_skips_and_fails_as_the_cpu_does(run, models, awkward):
     assert outcomes["cpu"][:3] == (0, 14, 1)  # the CMYK one loads; the cut one and the garbage one do not
 
 
+@needs_cuda
 def test_denoise_and_score_on_cuda_from_jpegs_are_close_to_the_cpu(run, models, jpegs, tmp_path):
     for device in ("cpu", "cuda"):
         assert run("denoise", jpegs, "-m", models["dae"], "--device", device, "-o", f"d-{device}", "-q").exit_code == 0
