@@ -1,13 +1,16 @@
 """JPEG batches decoded on the GPU (data.gpu_jpeg) mean what the CPU's decoding means.
 
-Reading and decoding a batch is also run with device="cpu", where decode_jpeg takes the same
-batched call: the header checks, the split between the two decoders and the fitting are tested
-on every machine; the commands' own CUDA runs are skipped without one.
+Reading and decoding a batch, and the stream of them (a reading thread, a decoding thread), also
+run with device="cpu", where decode_jpeg takes the same batched call: the header checks, the
+split between the two decoders, the fitting and the threads are tested on every machine; the
+commands' own CUDA runs are skipped without one.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +20,9 @@ from PIL import Image
 
 from conftest import blobs
 
-from aecli.data import open_inputs
+from aecli.data import batch_indices, open_inputs, stream
 from aecli.data.gpu_jpeg import Encoded, decode, read
+from aecli.errors import InputError
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -113,10 +117,43 @@ def test_only_whole_plain_jpegs_reach_the_batched_decoder(awkward):
     assert skipped == ["h-zero-table.jpg", "t-cut.jpg", "z-garbage.jpg"]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_jpeg_turned_fifo_after_listing_is_not_waited_on(jpegs):
+    images = open_inputs([str(jpegs)])
+    (jpegs / "g0.jpg").unlink()
+    os.mkfifo(jpegs / "g0.jpg")  # nothing will ever write to it
+    found = []
+    reader = threading.Thread(
+        target=lambda: found.append(read(images, np.arange(len(images)), 3, 16, "stretch", False)), daemon=True
+    )
+    reader.start()
+    reader.join(timeout=20)
+    assert not reader.is_alive(), "reading blocked on the FIFO"
+    assert len(found[0].rows) == len(images) - 1 and any("g0.jpg" in m for m in found[0].decoded.skipped)
+
+
 def test_gpu_decoding_keeps_the_exact_size_error(device, jpegs):
     images = open_inputs([str(jpegs)])
     error = on_device(device, images, 3, 24, resize=None).error
     assert error == images.load(np.arange(len(images)), 3, 24, resize=None).error and "g0.jpg: image is 16x16" in error
+
+
+def test_the_stream_reads_decodes_and_hands_over_in_three_threads_in_order(device, awkward):
+    images = open_inputs([str(awkward)])
+    cpu = images.load(np.arange(len(images)), 3, 16)
+    rows = batch_indices(np.arange(len(images)), 4)
+    batches = list(stream(images, rows, 3, 16, device=device, jpegs_on_device=True))
+    assert torch.cat([b.index for b in batches]).tolist() == cpu.index.tolist()
+    assert sorted(m for b in batches for m in b.skipped) == sorted(cpu.skipped)
+    pixels = torch.cat([b.pixels.cpu() for b in batches])
+    assert (pixels - cpu.pixels).abs().mean() < 2 / 255
+
+    with pytest.raises(InputError, match="t-cut.jpg"):
+        list(stream(images, rows, 3, 16, device=device, jpegs_on_device=True, strict=True))
+    left = stream(images, rows, 3, 16, device=device, jpegs_on_device=True)
+    next(left)
+    left.close()  # a caller that stops early stops both threads
+    assert not any(t.name == "aecli-prefetch" for t in threading.enumerate())
 
 
 @needs_cuda

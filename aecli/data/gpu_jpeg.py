@@ -29,7 +29,8 @@ _FIT_ELEMENTS = 64 * 2**20  # images fitted together per call: 256 MB of float p
 
 
 def has_jpegs(images: ImageSet) -> bool:
-    return any(Path(p).suffix.lower() in JPEG_SUFFIXES for part in images.parts for p in getattr(part, "paths", []))
+    paths = (p for part in images.parts for p in getattr(part, "paths", []))
+    return any(os.path.splitext(p)[1].lower() in JPEG_SUFFIXES for p in paths)
 
 
 @dataclass
@@ -58,20 +59,32 @@ def read(images: ImageSet, indices: np.ndarray, channels, size, resize, strict) 
             rest.append(i)
         else:
             rows.append(i)
-            data.append(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+            data.append(torch.frombuffer(raw, dtype=torch.uint8))
     if not rows:
         return images.load(indices, channels, size, resize, strict)
     return Encoded(indices.tolist(), rows, data, images.load(np.asarray(rest, np.int64), channels, size, resize, strict))
 
 
-def _decodable(path: Path | None, max_pixels: int) -> bytes | None:
-    """A JPEG file's bytes where nvjpeg can decode them as read_image would; None sends it to read_image."""
-    if path is None or Path(path).suffix.lower() not in JPEG_SUFFIXES:
+def _without_waiting(path: str, flags: int) -> int:
+    """open()'s opener: a FIFO named x.jpg opens at once (to be turned away) instead of waiting for a writer."""
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+def _decodable(path: Path | None, max_pixels: int) -> bytearray | None:
+    """A JPEG file's bytes where nvjpeg can decode them as read_image would; None sends it to read_image.
+
+    This runs for every file in the thread that feeds the GPU, so it costs one open, one stat and
+    one read straight into the buffer the tensor will share (benchmarks/gpu.py: "stage: read").
+    """
+    if path is None or os.path.splitext(path)[1].lower() not in JPEG_SUFFIXES:
         return None
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return None
-        data = Path(path).read_bytes()
+        with open(path, "rb", buffering=0, opener=_without_waiting) as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size < 4:
+                return None
+            data = bytearray(info.st_size)
+            del data[file.readinto(data) :]  # a file cut short since the stat keeps what it has
         frame = _plain_header(data)
     except (OSError, struct.error):
         return None
@@ -85,7 +98,7 @@ _HUFFMAN_FRAMES = {0xC0, 0xC1, 0xC2}  # baseline, extended and progressive; not 
 _SKIPPED = {0xDD, 0xFE, *range(0xE0, 0xF0)}  # restart interval, comment, application data
 
 
-def _plain_header(data: bytes) -> tuple[int, int, int] | None:
+def _plain_header(data: bytes | bytearray) -> tuple[int, int, int] | None:
     """(width, height, components) of a Huffman-coded JPEG whose segments are whole up to its scan.
 
     torchvision does not check what nvjpeg's header parser returns, and a damaged header (tables
@@ -93,34 +106,34 @@ def _plain_header(data: bytes) -> tuple[int, int, int] | None:
     """
     i, frame, tables = 2, None, set()
     while i + 4 <= len(data) and data[i] == 0xFF:
-        marker, length = data[i + 1], struct.unpack(">H", data[i + 2 : i + 4])[0]
-        if length < 2 or i + 2 + length > len(data):
+        marker, length = data[i + 1], (data[i + 2] << 8) | data[i + 3]
+        start, end = i + 4, i + 2 + length
+        if length < 2 or end > len(data):
             return None
-        body = data[i + 4 : i + 2 + length]
         if marker == 0xDA:  # start of scan
             return frame if tables == {0xC4, 0xDB} else None
-        if marker in _HUFFMAN_FRAMES and frame is None and len(body) >= 6:
-            height, width, components = struct.unpack(">HHB", body[1:6])
+        if marker in _HUFFMAN_FRAMES and frame is None and length >= 8:
+            height, width, components = struct.unpack_from(">HHB", data, start + 1)
             frame = (width, height, components)
-        elif marker == 0xC4 and _huffman_tables_whole(body):
+        elif marker == 0xC4 and _huffman_tables_whole(data, start, end):
             tables.add(marker)
-        elif marker == 0xDB and len(body) % 65 in (0, 64) and body:  # 8- or 16-bit tables: 65 or 129 bytes
+        elif marker == 0xDB and (length - 2) % 65 in (0, 64) and length > 2:  # 8- or 16-bit tables: 65 or 129 bytes
             tables.add(marker)
         elif marker not in _SKIPPED:
             return None
-        i += 2 + length
+        i = end
     return None
 
 
-def _huffman_tables_whole(body: bytes) -> bool:
-    """Each table's 16 code counts add up to 1..256 symbols, and the symbols fill the segment."""
-    while body:
-        if len(body) < 17:
+def _huffman_tables_whole(data: bytes | bytearray, start: int, end: int) -> bool:
+    """Each table in data[start:end] has 16 code counts adding up to 1..256 symbols, and the symbols fill it."""
+    while start < end:
+        if end - start < 17:
             return False
-        symbols = sum(body[1:17])
-        if not 0 < symbols <= 256 or len(body) < 17 + symbols:
+        symbols = sum(data[start + 1 : start + 17])
+        if not 0 < symbols <= 256 or end - start < 17 + symbols:
             return False
-        body = body[17 + symbols :]
+        start += 17 + symbols
     return True
 
 

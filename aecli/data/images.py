@@ -78,8 +78,8 @@ def torchvision_decoder():
 
 def _safe_for_torchvision(data: bytes) -> bool:
     """A whole JPEG (ending in its end marker), a GIF or a WebP: what torchvision decodes safely."""
-    if data[:2] == b"\xff\xd8":
-        return data.rstrip(b"\0")[-2:] == b"\xff\xd9"
+    if data[:2] == b"\xff\xd8":  # the end marker, perhaps padded with zeros (rstrip copies: only then)
+        return data.endswith(b"\xff\xd9") or data.rstrip(b"\0").endswith(b"\xff\xd9")
     return data[:6] in (b"GIF87a", b"GIF89a") or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 

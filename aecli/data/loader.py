@@ -71,43 +71,57 @@ def stream(
     strict: bool = False,
     pin_memory: bool = False,
     device: torch.device | None = None,
+    jpegs_on_device: bool | None = None,
 ) -> Iterator[Batch]:
     """Yield each batch in order; a fatal input error is raised here, in the main process.
 
     resize: how images of another size are fitted (data.images.to_size), None: they are an error.
-    device: where the batches go. On CUDA, JPEG files are decoded there (their pixels stay there),
-    and the next batch is made in a thread while the caller's kernels run on this one.
+    device: where the batches go. On CUDA the next batch is made in a thread while the caller's
+    kernels run on this one.
+    jpegs_on_device: JPEG files are only read by the loader and decoded on `device`, a batch a call
+    (data.gpu_jpeg), their pixels left there; reading the files has a thread of its own, so it
+    overlaps the decoding (which releases the GIL) as well as the caller's work. None: on CUDA,
+    where the inputs hold JPEGs.
     """
     cuda = device is not None and device.type == "cuda"
-    on_device = cuda and gpu_jpeg.has_jpegs(images)
+    if jpegs_on_device is None:
+        jpegs_on_device = cuda and gpu_jpeg.has_jpegs(images)
     if workers is None:  # reading JPEG files' bytes needs no processes, whose start and traffic cost more
-        workers = 0 if on_device else default_workers(images)
-    if (workers or on_device) and _decodes_with_torchvision(images):
-        torchvision_decoder()  # once, here: forked workers and the prefetch thread inherit it
+        workers = 0 if jpegs_on_device else default_workers(images)
+    if (workers or jpegs_on_device) and _decodes_with_torchvision(images):
+        torchvision_decoder()  # once, here: forked workers and the prefetch threads inherit it
     loader = DataLoader(
-        _Batches(images, channels, size, resize, strict, on_device),
+        _Batches(images, channels, size, resize, strict, jpegs_on_device),
         batch_size=None,
         sampler=batches,
         num_workers=workers,
         pin_memory=pin_memory,
         persistent_workers=False,
     )
-    made = _decoded(iter(loader), images, device, channels, size, resize, strict)  # workers start here
-    for batch in ahead(made) if _prefetch(cuda, workers) else made:
+    loaded = iter(loader)  # workers start here
+    if jpegs_on_device and not workers and READ_AHEAD:
+        loaded = ahead(loaded)
+    made = _decoded(loaded, images, device, channels, size, resize, strict)
+    for batch in ahead(made) if cuda or jpegs_on_device else made:
         if batch.error:
             raise InputError(batch.error)
         yield batch
 
 
-def _prefetch(cuda: bool, workers: int) -> bool:
-    """On CUDA a thread makes the next batch (and decodes its JPEGs there) while the caller's
-    kernels run. On the CPU it measured no gain (benchmarks/stream_encode.py) and would run
-    beside the model's own threads, so batches are made in turn, as ever."""
-    return cuda
+# Whether reading JPEG files has its own thread beside the one decoding them on the device;
+# benchmarks/gpu.py times encoding both ways. On the CPU, with no device decoding, batches are
+# made in turn, as ever: a thread measured no gain there (benchmarks/stream_encode.py) and would
+# run beside the model's own threads.
+READ_AHEAD = True
 
 
 def _decoded(loaded: Iterator, images: ImageSet, device, channels, size, resize, strict) -> Iterator[Batch]:
-    for batch in loaded:
-        if isinstance(batch, gpu_jpeg.Encoded):
-            batch = gpu_jpeg.decode(batch, images, device, channels, size, resize, strict)
-        yield batch
+    try:
+        for batch in loaded:
+            if isinstance(batch, gpu_jpeg.Encoded):
+                batch = gpu_jpeg.decode(batch, images, device, channels, size, resize, strict)
+            yield batch
+    finally:  # a reading thread stops with the stream (its generator's close joins it)
+        close = getattr(loaded, "close", None)
+        if close is not None:
+            close()
