@@ -13,9 +13,10 @@ second or more. Target: ae/bare >= 0.90. The unet denoiser's images/s is reporte
 Encoding: 10,000 256x256 JPEG crops of scikit-image's sample photographs through a colour model at
 64x64: `encode` in-process (and the whole `ae encode` command, for context) against a bare loop
 that decodes batches of 256 on the GPU (nvJPEG), resizes and encodes under bf16 (target ae/bare
->= 0.85); then the same `encode` on the CPU.
+>= 0.85); then its stages (reading the files, decoding, encoding) one at a time, to show which
+one the pipeline waits on; then the same `encode` on the CPU.
 
-    python benchmarks/gpu.py [--out DIR] [--device cuda|cpu] [--budget 300] [--epochs 4] [--quick]
+    python benchmarks/gpu.py [--out DIR] [--device cuda|cpu] [--budget 300] [--epochs 4] [--quick] [--jpegs N]
 
 Each section is time-boxed within --budget seconds; compile runs last, and not with under 90 s
 left. Rows are printed as they come and kept in DIR/gpu_results.json and DIR/gpu_results.md, so
@@ -49,7 +50,7 @@ from _common import ROOT, fashion_mnist
 from aecli import __version__ as aecli_version
 from aecli import runtime
 from aecli.config import ModelConfig, TrainConfig, load_settings
-from aecli.data import open_inputs
+from aecli.data import loader, open_inputs
 from aecli.errors import AecliError, Interrupted
 from aecli.infer import Progress, encode, load_model
 from aecli.io import modelfile
@@ -504,6 +505,102 @@ def time_bare_encode(model: Path, directory: Path, device: torch.device, deadlin
     return count, ended - started, z, (started, ended)
 
 
+def one_reading_thread(measure):
+    """`measure` with data.loader.READ_AHEAD off: the thread that decodes JPEGs on the device reads
+    the files too, as before issue 17's third session, for the same run to say which is faster."""
+
+    def measured(limit: float) -> dict:
+        loader.READ_AHEAD = False
+        try:
+            return measure(limit)
+        finally:
+            loader.READ_AHEAD = True
+
+    return measured
+
+
+class Stages:
+    """ae encode's three stages timed one at a time on the same files, each after the one before,
+    so the pipeline's rate can be set against them: near the slowest stage, they overlap; near
+    1 / (sum of 1 / rate), they run in turn. Rows "stage: ..." in the encoding table."""
+
+    def __init__(self, model: Path, directory: Path, device: torch.device):
+        self.loaded = load_model(model, str(device))
+        self.images = open_inputs([str(directory)])
+        cfg = self.loaded.config
+        self.fit = (cfg.channels, cfg.image_size, cfg.resize, True)
+        self.read, self.decoded = [], []
+
+    def _timed(self, items, work, deadline: float) -> tuple[int, float]:
+        count, started = 0, time.perf_counter()
+        for item in items:
+            count += work(item)
+            if time.perf_counter() > deadline:
+                break
+        sync(self.loaded.device)
+        return count, time.perf_counter() - started
+
+    def bare_reading(self, limit: float) -> dict:
+        """What the bare loop does per file: torchvision's read_file, and no checks."""
+        from torchvision.io import read_file
+
+        paths = [str(self.images.path(i)) for i in range(len(self.images))]
+        count, seconds = self._timed(paths, lambda path: len(read_file(path)) and 1, time.perf_counter() + limit)
+        note = "read_file (the bare loop's)"
+        return {"images": count, "images_per_s": count / seconds, "wall_s": seconds, "note": note}
+
+    def reading(self, limit: float) -> dict:
+        """Files to bytes and header checks (gpu_jpeg.read): host work only."""
+        from aecli.data import batch_indices
+        from aecli.data.gpu_jpeg import read
+
+        def one(rows) -> int:
+            self.read.append(read(self.images, rows, *self.fit))
+            return len(rows)
+
+        count, seconds = self._timed(batch_indices(np.arange(len(self.images)), 256), one, time.perf_counter() + limit)
+        return {"images": count, "images_per_s": count / seconds, "wall_s": seconds, "note": "gpu_jpeg.read"}
+
+    def decoding(self, limit: float) -> dict:
+        """The batches read above, decoded and fitted on the device (gpu_jpeg.decode)."""
+        from aecli.data.gpu_jpeg import decode
+
+        def one(encoded) -> int:
+            self.decoded.append(decode(encoded, self.images, self.loaded.device, *self.fit).pixels)
+            return len(self.decoded[-1])
+
+        decode(self.read[0], self.images, self.loaded.device, *self.fit)  # warm-up: nvJPEG's handles
+        count, seconds = self._timed(self.read, one, time.perf_counter() + limit)
+        return {"images": count, "images_per_s": count / seconds, "wall_s": seconds, "note": "gpu_jpeg.decode"}
+
+    def encoding(self, limit: float) -> dict:
+        """The batches decoded above, encoded under autocast, rows left on the device."""
+
+        def one(x) -> int:
+            with torch.no_grad(), runtime.autocast(self.loaded.device):
+                self.loaded.model.encode(x)
+            return len(x)
+
+        one(self.decoded[0])  # warm-up: cuDNN's choice of kernels
+        count, seconds = self._timed(self.decoded, one, time.perf_counter() + limit)
+        return {"images": count, "images_per_s": count / seconds, "wall_s": seconds, "note": "model.encode"}
+
+
+def stage_rows(box: TimeBox, results: Results, model: Path, jpegs: Path, device: torch.device, ae: dict) -> None:
+    stages = Stages(model, jpegs, device)
+    bare_read = box.row("stage: bare read", 20, stages.bare_reading).get("images_per_s")
+    measures = (("read", stages.reading), ("decode", stages.decoding), ("encode", stages.encoding))
+    rates = [box.row(f"stage: {name}", 20, measure).get("images_per_s") for name, measure in measures]
+    if bare_read and rates[0]:
+        results.add("encoding", row="read: ae/bare", images_per_s=rates[0], bare_images_per_s=bare_read,
+                    ratio=round(rates[0] / bare_read, 3), note="host work a file, files in the page cache")  # fmt: skip
+    if all(rates) and ae.get("images_per_s"):
+        in_turn = 1 / sum(1 / r for r in rates)
+        note = (f"stages in turn would give {in_turn:,.0f}/s, fully overlapped {min(rates):,.0f}/s; "
+                f"ae's pipeline gives {ae['images_per_s']:,.0f}/s")  # fmt: skip
+        results.add("encoding", row="stages against the pipeline", images_per_s=ae["images_per_s"], note=note)
+
+
 def encoding_rows(args, clock: Clock, results: Results, monitor: GpuMonitor, work: Path, jpegs: Path | None) -> None:
     if jpegs is None:
         raise RuntimeError("no JPEGs to encode (see the row above)")
@@ -544,11 +641,13 @@ def encoding_rows(args, clock: Clock, results: Results, monitor: GpuMonitor, wor
                 "note": "whole command: start-up, model load, encode, write"}  # fmt: skip
 
     ae = box.row(f"ae encode ({device.type})", 40, ae_side)
+    box.row(f"ae encode ({device.type}), files read in the decoding thread", 40, one_reading_thread(ae_side))
     bare = box.row(f"bare loop ({device.type})", 25, bare_side)
     if ae.get("images_per_s") and bare.get("images_per_s"):
         ratio = round(ae["images_per_s"] / bare["images_per_s"], 3)
         results.add("encoding", row=f"ae/bare ({device.type})", images_per_s=ae["images_per_s"],
                     bare_images_per_s=bare["images_per_s"], ratio=ratio, target=f">= {ENCODE_TARGET}")  # fmt: skip
+    stage_rows(box, results, model, jpegs, device, ae)
     box.row(f"ae encode command ({device.type})", 45, command)
     box.row("CPU path: ae encode (cpu)", 60, lambda limit: ae_side(limit, "cpu"))
 
@@ -581,6 +680,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=300, help="seconds for the whole run (default 300)")
     parser.add_argument("--epochs", type=int, help="training epochs per row (default 4; --quick: 2)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: 2,000 training images, 300 JPEGs")
+    parser.add_argument("--jpegs", type=int, help="JPEGs to encode (default 10,000; --quick: 300)")
     parser.add_argument("--skip", default="", help="comma-separated words: rows whose label holds one are left out")
     args = parser.parse_args()
     TimeBox.skip = tuple(w.strip() for w in args.skip.split(",") if w.strip())
@@ -599,7 +699,7 @@ def main() -> None:
     monitor = None
     try:
         jpegs, photos = work / "jpegs", []
-        count = 300 if args.quick else 10_000
+        count = args.jpegs or (300 if args.quick else 10_000)
         try:  # before anything touches CUDA, so the pool may fork
             photos, took = make_jpegs(jpegs, count)
             print(f"made {count} JPEGs from {len(photos)} photos in {took:.1f} s", flush=True)
