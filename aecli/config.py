@@ -69,7 +69,9 @@ TRAIN_SETTINGS = (
             choices=("auto", "yes", "no")),
     Setting("channels_last", "auto", "Train in the channels-last memory layout (NHWC): yes, no, or auto "
             "(yes on CUDA, where it measured faster).", choices=("auto", "yes", "no")),
-    Setting("compile", False, "Compile the model with torch.compile first: a slow start, then faster steps."),
+    Setting("compile", False, "Compile the training step with torch.compile: a slow start, then steps that may run "
+            "faster (on a CPU the unet's 1.27x, the small conv's 0.92x: docs/benchmarks.md). Where it fails, "
+            "training goes on without it."),
 )  # fmt: skip
 RESUME_MAY_CHANGE = ("epochs", "device", "workers", "keep_optimizer", "preload", "channels_last", "compile")  # how far, where, and what the file keeps
 

@@ -25,6 +25,10 @@ class Codebook(nn.Module):
         self.register_buffer("sums", torch.zeros(size, dim))  # moving sum of those outputs
         self.register_buffer("started", torch.zeros(()))  # 1 once a first batch has placed the vectors
 
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self.placed = False  # `started` may have changed: read it again at the next step
+
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """The number of the nearest code to each cell of z (B, D, h, w): (B, h, w)."""
         b, d, h, w = z.shape
@@ -53,8 +57,10 @@ class Codebook(nn.Module):
         if dist.is_available() and dist.is_initialized():  # under torchrun every process follows the whole batch
             dist.all_reduce(counts)
             dist.all_reduce(sums)
-        self.counts.mul_(DECAY).add_(counts, alpha=1 - DECAY)
-        self.sums.mul_(DECAY).add_(sums, alpha=1 - DECAY)
+        # lerp_, not mul_(DECAY).add_(new, alpha=1 - DECAY): torch 2.14's inductor dropped that alpha after
+        # a matrix product (sums 100 times too large under --compile)
+        self.counts.lerp_(counts, 1 - DECAY)
+        self.sums.lerp_(sums, 1 - DECAY)
         n = self.counts.sum()
         smoothed = (self.counts + 1e-5) / (n + len(self.counts) * 1e-5) * n  # Laplace: no code divides by 0
         self.vectors.copy_(self.sums / smoothed[:, None])

@@ -218,7 +218,7 @@ class Run:
             same_layouts(run.optimizer)
         run.step_loss = distributed.training_loss(run.model, device)  # after resuming: DDP copies rank 0's weights
         if tc.compile:
-            run.step_loss = torch.compile(run.step_loss)
+            run.step_loss = run.compiled(run.step_loss)
         run.callbacks.start(tc.epochs, run.steps_per_epoch, run.epoch, run.first_step)
         if tc.epochs > settings.train.epochs:
             run.callbacks.note(
@@ -368,6 +368,34 @@ class Run:
             f"training diverged in {where}: the {which} loss is {loss}; {kept}. "
             f"Try a lower --lr (this run: {self.tc.lr:g})"
         )
+
+    def compiled(self, step_loss: Callable) -> Callable:
+        """torch.compile(step_loss), first tried on blank batches of each size an epoch takes. Where
+        that fails (no C++ compiler, an op inductor gets wrong), training goes on without it and
+        says so in a note, instead of stopping at the first step with torch's report.
+
+        Sizes are fixed (dynamic=False): an epoch has two at most, and some ops (randn of a batch's
+        shape) take no symbolic size. The trial leaves no trace: weights, buffers (a codebook's
+        placement, BatchNorm's statistics) and gradients are put back as they were.
+        """
+        compiled = torch.compile(step_loss, dynamic=False)
+        sizes = sorted({len(b) for b in batch_indices(distributed.shard_epoch(self.split.train), self.per_process)})
+        c, s = self.config.channels, self.config.image_size
+        kept = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+        try:
+            for n in sizes:
+                with runtime.autocast(self.device):
+                    loss = compiled(self.batch(torch.zeros(n, c, s, s, device=self.device), torch.arange(n)))["loss"]
+                loss.backward()
+        except Exception as e:  # noqa: BLE001 - whatever torch.compile raises, training can go on without it
+            reason = (str(e).strip().splitlines() or [""])[0][:200]
+            self.callbacks.note(f"--compile: torch.compile failed on this model ({type(e).__name__}: {reason}); "
+                                "training without it")  # fmt: skip
+            compiled = step_loss
+        finally:
+            self.model.load_state_dict(kept)  # in place: the optimizer keeps its tensors
+            self.optimizer.zero_grad(set_to_none=True)
+        return compiled
 
     def stand_in(self) -> torch.Tensor:
         """Blank images for a process whose whole batch failed to load: DDP needs every process to step."""
