@@ -24,5 +24,7 @@ else
     echo "no GPU tests here" | tee "$OUT/gpu_tests.log"
 fi
 
-timeout 330 python3 benchmarks/gpu.py --out "$OUT" 2>&1 | tee "$OUT/gpu_bench.log"
+# Streaming and the plain layout were measured on two H100s (docs/benchmarks.md); their rows are left
+# out so that the compile rows, never measured yet, get the 90 s they need within the budget.
+timeout 330 python3 benchmarks/gpu.py --out "$OUT" --skip "preload=no,channels_last=no" 2>&1 | tee "$OUT/gpu_bench.log"
 echo "benchmark exit: ${PIPESTATUS[0]}" | tee -a "$OUT/gpu_bench.log"
