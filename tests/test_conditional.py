@@ -130,6 +130,19 @@ def test_encode_needs_the_labels(cvae, shapes, tmp_path):
     assert np.load(tmp_path / "z.npy").shape == (120, 4)
 
 
+@pytest.mark.parametrize("command", ["score", "denoise", "calibrate", "decode"])
+def test_commands_that_take_no_class_say_which_do(cvae, shapes, tmp_path, command):
+    root, _ = shapes
+    source = root
+    if command == "decode":
+        assert run("encode", root, "-m", cvae, "-o", tmp_path / "z.npy", "--labels", "folders").exit_code == 0
+        source = tmp_path / "z.npy"
+    result = run(command, source, "-m", cvae, "-o", tmp_path / ("out.safetensors" if command == "calibrate" else "out"))
+    error = result.stderr.splitlines()[-1]  # denoise warns first that a VAE was not trained to denoise
+    assert result.exit_code == 2 and error.startswith("Error: ") and result.stderr.count("Error: ") == 1
+    assert "conditional on its classes" in error and "ae sample --class" in error
+
+
 def test_csv_condition_and_unknown_class(shapes, tmp_path):
     from aecli.data import open_inputs
     from aecli.data.classes import class_labels
