@@ -41,9 +41,9 @@ class Autoencoder(nn.Module):
             return None
         if labels is None:
             raise UsageError(
-                f"this model is conditional on its classes ({', '.join(classes)}): it runs only where each image's "
-                "class is given (ae encode --labels, ae sample --class); to score, denoise, decode or export, train a model "
-                "without --condition"
+                f"this model is conditional on its classes ({', '.join(classes)}): it runs only where each "
+                "image's class is given (ae encode --labels, ae sample --class); to score, denoise, decode or "
+                "export, train a model without --condition"
             )
         return torch.nn.functional.one_hot(torch.as_tensor(labels).long(), len(classes)).float()  # where labels are
 
