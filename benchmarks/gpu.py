@@ -529,16 +529,24 @@ class Stages:
         self.images = open_inputs([str(directory)])
         cfg = self.loaded.config
         self.fit = (cfg.channels, cfg.image_size, cfg.resize, True)
-        self.read, self.decoded = [], []
+        self.read, self.decoded, self.host_share = [], [], 0.0
 
     def _timed(self, items, work, deadline: float) -> tuple[int, float]:
-        count, started = 0, time.perf_counter()
+        """(items done, seconds). The stage's host share (its thread's CPU time over the wall time; near 1:
+        the host is the limit) is kept for its row's note."""
+        count, started, cpu = 0, time.perf_counter(), time.thread_time()
         for item in items:
             count += work(item)
             if time.perf_counter() > deadline:
                 break
         sync(self.loaded.device)
-        return count, time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.host_share = (time.thread_time() - cpu) / seconds
+        return count, seconds
+
+    def _row(self, count: int, seconds: float, what: str) -> dict:
+        note = f"{what}; host share {self.host_share:.2f}"
+        return {"images": count, "images_per_s": count / seconds, "wall_s": seconds, "note": note}
 
     def bare_reading(self, limit: float) -> dict:
         """What the bare loop does per file: torchvision's read_file, and no checks."""
@@ -546,8 +554,7 @@ class Stages:
 
         paths = [str(self.images.path(i)) for i in range(len(self.images))]
         count, seconds = self._timed(paths, lambda path: len(read_file(path)) and 1, time.perf_counter() + limit)
-        note = "read_file (the bare loop's)"
-        return {"images": count, "images_per_s": count / seconds, "wall_s": seconds, "note": note}
+        return self._row(count, seconds, "read_file (the bare loop's)")
 
     def reading(self, limit: float) -> dict:
         """Files to bytes and header checks (gpu_jpeg.read): host work only."""
@@ -559,7 +566,7 @@ class Stages:
             return len(rows)
 
         count, seconds = self._timed(batch_indices(np.arange(len(self.images)), 256), one, time.perf_counter() + limit)
-        return {"images": count, "images_per_s": count / seconds, "wall_s": seconds, "note": "gpu_jpeg.read"}
+        return self._row(count, seconds, "gpu_jpeg.read")
 
     def decoding(self, limit: float) -> dict:
         """The batches read above, decoded and fitted on the device (gpu_jpeg.decode)."""
@@ -571,7 +578,7 @@ class Stages:
 
         decode(self.read[0], self.images, self.loaded.device, *self.fit)  # warm-up: nvJPEG's handles
         count, seconds = self._timed(self.read, one, time.perf_counter() + limit)
-        return {"images": count, "images_per_s": count / seconds, "wall_s": seconds, "note": "gpu_jpeg.decode"}
+        return self._row(count, seconds, "gpu_jpeg.decode")
 
     def encoding(self, limit: float) -> dict:
         """The batches decoded above, encoded under autocast, rows left on the device."""
@@ -583,7 +590,7 @@ class Stages:
 
         one(self.decoded[0])  # warm-up: cuDNN's choice of kernels
         count, seconds = self._timed(self.decoded, one, time.perf_counter() + limit)
-        return {"images": count, "images_per_s": count / seconds, "wall_s": seconds, "note": "model.encode"}
+        return self._row(count, seconds, "model.encode")
 
 
 def stage_rows(box: TimeBox, results: Results, model: Path, jpegs: Path, device: torch.device, ae: dict) -> None:
