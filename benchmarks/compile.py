@@ -2,7 +2,7 @@
 
 Fashion-MNIST's first N training images (an .npy of them, so reading costs nothing), E epochs;
 images/s counts epochs 2..E only (the window gpu.py's training rows use), so torch.compile's
-warm-up in the first epoch is left out, and the wall time, which includes it, is shown beside.
+warm-up (its trial before the first epoch, any recompile in it) is left out; the wall time shows it.
 Models: the seed `ae` (conv) and the unet denoiser. Prints compile / plain per model and round.
 
 --agree: instead, every registered variant trained both ways on 64 small random images (3 epochs,
