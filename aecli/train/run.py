@@ -380,12 +380,11 @@ class Run:
         """
         compiled = torch.compile(step_loss, dynamic=False)
         sizes = sorted({len(b) for b in batch_indices(distributed.shard_epoch(self.split.train), self.per_process)})
-        c, s = self.config.channels, self.config.image_size
         kept = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
         try:
             for n in sizes:
                 with runtime.autocast(self.device):
-                    loss = compiled(self.batch(torch.zeros(n, c, s, s, device=self.device), torch.arange(n)))["loss"]
+                    loss = compiled(self.batch(self.stand_in(n), torch.arange(n)))["loss"]
                 loss.backward()
         except Exception as e:  # noqa: BLE001 - whatever torch.compile raises, training can go on without it
             reason = (str(e).strip().splitlines() or [""])[0][:200]
@@ -397,10 +396,11 @@ class Run:
             self.optimizer.zero_grad(set_to_none=True)
         return compiled
 
-    def stand_in(self) -> torch.Tensor:
-        """Blank images for a process whose whole batch failed to load: DDP needs every process to step."""
+    def stand_in(self, n: int = 2) -> torch.Tensor:
+        """n blank model-sized images: for a process whose whole batch failed to load (DDP needs every
+        process to step), and for the trial of a compiled step."""
         c, s = self.config.channels, self.config.image_size
-        return torch.zeros(2, c, s, s, device=self.device)
+        return torch.zeros(n, c, s, s, device=self.device)
 
     @contextmanager
     def frozen_statistics(self, blank: bool) -> Iterator[None]:
