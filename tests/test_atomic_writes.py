@@ -1,12 +1,17 @@
 """Atomic writes behave like a careful Unix tool's: the target's mode kept, links written through,
-the rename made durable, and the process umask never touched (other threads read it)."""
+the rename made durable, the process umask never touched (other threads read it), and a device
+or a pipe written in place, never renamed over."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from aecli.errors import OutputError
@@ -110,3 +115,45 @@ def test_a_failed_write_leaves_the_target_and_no_temporary_file(tmp_path):
             raise RuntimeError("interrupted")
     assert out.read_bytes() == b"old" and mode(out) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, Path]]:
+    """A pipe's read end, and its write end named as bash names `>(...)`: /dev/fd/N."""
+    if not Path("/dev/fd").is_dir():
+        pytest.skip("no /dev/fd on this system")
+    read, write = os.pipe()
+    yield read, Path(f"/dev/fd/{write}")
+    for fd in (read, write):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def drained(read: int, name: Path) -> bytes:
+    os.close(int(name.name))  # the last writer gone, the reader sees the end
+    with os.fdopen(read, "rb") as f:
+        return f.read()
+
+
+def test_a_pipe_is_written_in_place(pipe):
+    read, name = pipe
+    write_bytes_atomic(name, b"through the pipe")
+    assert stat.S_ISFIFO(os.stat(name).st_mode)
+    assert drained(read, name) == b"through the pipe"
+
+
+def test_latents_go_into_a_pipe_as_npy(run, models, pipe, tmp_path):
+    read, name = pipe
+    np.save(tmp_path / "x.npy", np.zeros((3, 16, 16), np.uint8))
+    result = run("encode", "x.npy", "-m", models["ae"], "-o", name)
+    assert result.exit_code == 0, result.stderr
+    assert np.load(io.BytesIO(drained(read, name))).shape[0] == 3
+
+
+def test_training_into_a_pipe_is_refused_before_any_work(run, pipe, tmp_path):
+    read, name = pipe
+    np.save(tmp_path / "x.npy", np.zeros((8, 16, 16), np.uint8))
+    result = run("train", "x.npy", "--epochs", "1", "-o", name)
+    assert result.exit_code == 1 and "give a file" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert drained(read, name) == b""

@@ -39,6 +39,24 @@ def _fsync_directory(directory: Path) -> None:
             os.close(fd)
 
 
+def _is_stream(path: Path) -> bool:
+    """A device, a pipe or a socket: something that exists and is neither a file nor a directory."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+@contextmanager
+def _in_place(path: Path, mode: str) -> Iterator[IO]:
+    try:
+        with open(path, mode) as f:
+            yield f
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 @contextmanager
 def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO]:
     """Write to a hidden temporary file beside `path`, fsync, rename over it, fsync the directory.
@@ -46,8 +64,14 @@ def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO]:
     Readers see the old file or the whole new one, never a part; on any error, or a kill,
     only the temporary file can be left, and a failed write removes it. As careful tools do,
     an existing file keeps its mode, and a symlink is written through (it stays a link).
+    A device or a pipe (`-o /dev/null`, `-o >(gzip > x)`) is written in place: renaming over
+    it would swap /dev/null for a plain file, and nothing can be left half-written there.
     """
     path = Path(path)
+    if _is_stream(path):  # stat follows links; realpath cannot name /dev/fd/63's pipe
+        with _in_place(path, mode) as f:
+            yield f
+        return
     target = real(path)  # a link's (possibly dangling) destination; the temp file must sit beside it
     try:
         if target.is_symlink():
@@ -104,6 +128,10 @@ def check_writable(path: Path) -> None:
         raise OutputError(f"cannot write {path}: it is a directory")
     if not parent.is_dir():
         raise OutputError(f"cannot write {path}: directory {parent} does not exist")
+    if _is_stream(path):  # written in place, not renamed into its directory
+        if not os.access(path, os.W_OK):
+            raise OutputError(f"cannot write {path}: permission denied")
+        return
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {path}: directory {parent} is not writable")
     if path.exists() and not os.access(path, os.W_OK):

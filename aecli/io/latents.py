@@ -49,7 +49,7 @@ def write(
     """
     if out is None:
         check_destination(out, fmt)
-        buffer = io.BytesIO()  # numpy writes to a real file with fwrite, whose EPIPE is a bare OSError
+        buffer = io.BytesIO()  # all of it first: write_stdout turns a closed pipe into BrokenPipeError
         _write(buffer, vectors, sources, fmt, shape)
         write_stdout(buffer.getvalue())
         return
@@ -58,13 +58,14 @@ def write(
 
 
 def _write(f: IO[bytes], vectors: np.ndarray, sources: list[str], fmt: str, shape: tuple[int, ...]) -> None:
-    if fmt == "npy":
-        np.save(f, vectors)
-    elif fmt == "npz":
-        buffer = io.BytesIO()  # zip needs to seek; a pipe cannot
-        spatial = {"latent_shape": np.array(shape, dtype=np.int64)} if len(shape) > 1 else {}
-        np.savez(buffer, latents=vectors, paths=np.array(sources, dtype=str), **spatial)
-        f.write(buffer.getvalue())
+    if fmt in BINARY:  # through memory: np.save asks a real file its position, zip seeks; a pipe can do neither
+        buffer = io.BytesIO()
+        if fmt == "npy":
+            np.save(buffer, vectors)
+        else:
+            spatial = {"latent_shape": np.array(shape, dtype=np.int64)} if len(shape) > 1 else {}
+            np.savez(buffer, latents=vectors, paths=np.array(sources, dtype=str), **spatial)
+        f.write(buffer.getbuffer())
     elif fmt == "csv":
         columns = ["path", *(f"z{i}" for i in range(vectors.shape[1]))]
         for line in csv_lines(columns, ([s, *row.tolist()] for s, row in zip(sources, vectors))):

@@ -219,9 +219,10 @@ def _check_metadata(path: Path, metadata: dict[str, str]) -> None:
 
 
 def check_replaceable(path: Path) -> None:
-    """An output may replace an earlier model file, never some other file typed by mistake."""
+    """An output may replace an earlier model file, never some other file typed by mistake
+    (a device such as /dev/null holds nothing to lose)."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    if path.is_file():
         try:
             read_metadata(path)
         except ModelFileError:

@@ -16,7 +16,7 @@ from typing import Any
 from aecli import distributed
 from aecli.config import Settings
 from aecli.data import ImageSet
-from aecli.errors import UsageError
+from aecli.errors import OutputError, UsageError
 from aecli.io import modelfile
 from aecli.io.files import check_directory, check_writable
 from aecli.train.loop import fit
@@ -65,6 +65,8 @@ def plan(
         job.settings = resume_settings(job.previous, overrides)
     else:
         modelfile.check_replaceable(out)
+    if Path(out).exists() and not Path(out).is_file() and not Path(out).is_dir():
+        raise OutputError(f"cannot train into {out}: the model is saved to a file each epoch and read back; give a file")
     for target in filter(None, [out, preview, job.loss_plot]):
         check_writable(target)
     return job
