@@ -114,6 +114,7 @@ Workers = Annotated[
     Optional[int],
     typer.Option(
         "--workers",
+        min=0,
         help="Loader processes decoding images (default: 0 for arrays or on 2 cores or fewer, else up to 4).",
     ),
 ]
@@ -206,6 +207,7 @@ class _TrainCommand:
             settings, overrides, out, resume=resume, preview=preview, plot=plot, log_dir=log_dir, config_file=config
         )
         images = open_inputs(inputs or [], files_from, max_pixels, job.settings.train.skip_bad)
+        training.check_inputs(job, images)
         if images.non_images:
             say.info(f"skipped {images.non_images} non-image file(s)")
         stop = threading.Event()
@@ -350,6 +352,7 @@ def encode(
     from aecli.data import open_inputs
     from aecli.distributed import gathered
     from aecli.io import latents
+    from aecli.io.files import guard_outputs
     from aecli.ui import Messages, StreamProgress
 
     say = Messages(quiet)
@@ -364,6 +367,9 @@ def encode(
         plots.check_available(projection or "pca")
     _outputs(target, index, plot)
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
+    guard_outputs(images.files(), files=[("-o", target), ("--index", index), ("--plot", plot)])
+    if plot and len(images) < 2:
+        raise UsageError(f"--plot: a latent map needs at least 2 images, {images.description} holds 1")
     loaded = infer.load_model(model, device)
     if loaded.tiling() is not None:  # a patch model: say what happens to larger images
         size = loaded.config.image_size
@@ -374,6 +380,7 @@ def encode(
             exact_size=exact_size, strict=not skip_bad, progress=progress, labels=labels, continuous=continuous,
         )  # fmt: skip
     result = gathered(local)
+    images.require_read(len(result.vectors))
     latents.write(result.vectors, result.sources, target, fmt, result.shape)
     if index:
         latents.write_index(index, result.sources)
@@ -415,6 +422,7 @@ def decode(
     """
     from aecli import infer
     from aecli.io import latents
+    from aecli.io.files import guard_outputs
     from aecli.io.pictures import write_numbered
     from aecli.ui import Messages
 
@@ -423,6 +431,7 @@ def decode(
         raise UsageError("nothing to write: give -o DIR, --grid FILE, or both")
     _outputs(grid)
     _output_dirs(out)
+    guard_outputs([] if latents_file == "-" else [Path(latents_file)], files=[("--grid", grid)])
     rows = latents.read(latents_file)
     loaded = infer.load_model(model, device)
     done = write_numbered(infer.decode(loaded, rows, batch_size), len(rows), out, grid, nrow)
@@ -537,13 +546,13 @@ def denoise(
     _outputs(report, grid)
     _output_dirs(out, save_noisy)
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
-    targets = plan_outputs(images, out, save_noisy, overwrite)
+    references = infer.References(reference, images) if reference else None
+    targets = plan_outputs(images, out, save_noisy, overwrite, grid, report, references)
     loaded = infer.load_model(model, device)
     if not loaded.capabilities.denoise:
         say.warn(
             f"{model} (variant {loaded.config.variant}) was not trained to denoise: its output is a reconstruction"
         )
-    references = infer.References(reference, images) if reference else None
     with StreamProgress(say, "denoise", images.refused) as progress:
         local = denoise_to_files(
             loaded, images, targets, references, keep=nrow, noise=add_noise, noise_kind=noise_kind,
@@ -551,6 +560,7 @@ def denoise(
             overlap=overlap, tta=tta, batch_size=batch_size, workers=workers, strict=not skip_bad, progress=progress,
         )  # fmt: skip
     done = gathered(local)  # each process wrote its own images; the rest is written once
+    images.require_read(done.count)
     write_summary(done, grid, report)
     if references:
         added = f"{noise_kind} gain {gain:g}" if photon else f"{add_noise:g}" if add_noise else ""
@@ -563,11 +573,16 @@ def denoise(
 @command()
 def sample(
     model: ModelPath = ...,
-    n: Annotated[int, typer.Option("-n", "--count", min=1, help="How many images to draw.")] = 64,
+    n: Annotated[
+        Optional[int], typer.Option("-n", "--count", min=1, help="How many images to draw.", show_default="64")
+    ] = None,
     temperature: Annotated[
-        float,
-        typer.Option("--temperature", min=0, help="Scale of the latent draw: below 1 is safer, above 1 more varied."),
-    ] = 1.0,
+        Optional[float],
+        typer.Option(
+            "--temperature", min=0, help="Scale of the latent draw: below 1 is safer, above 1 more varied.",
+            show_default="1.0",
+        ),
+    ] = None,
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Directory for one PNG per image.")] = None,
     grid: Grid = None,
     nrow: Nrow = 8,
@@ -615,23 +630,32 @@ def sample(
       ae sample -m cvae.safetensors --class all -n 8 --grid classes.png      # a row per class
     """
     from aecli import infer, samplers
-    from aecli.io.pictures import write_numbered
+    from aecli.io.files import guard_outputs
+    from aecli.io.pictures import numbered, write_numbered
     from aecli.ui import Messages
 
     say = Messages(quiet)
     chosen = samplers.parse(sampler) if sampler is not None else None
     if out is None and grid is None:
         raise UsageError("nothing to write: give -o DIR, --grid FILE, or both")
+    drawing = {"-n": n, "--temperature": temperature, "--sampler": sampler, "--class": class_name}
+    if interpolate and any(v is not None for v in drawing.values()):
+        given = ", ".join(option for option, v in drawing.items() if v is not None)
+        raise UsageError(f"--interpolate decodes the line between two images; {given} only set what is drawn")
     _outputs(grid)
     _output_dirs(out)
+    if interpolate:  # the numbered PNGs must not land on the two ends
+        written = [("-o", path) for path in numbered(out, steps)] if out else []
+        guard_outputs([Path(spec).expanduser() for spec in interpolate], files=[("--grid", grid)], written=written)
     loaded = infer.load_model(model, device)
     if interpolate:
-        a, b = (infer.first_image(spec) for spec in interpolate)
+        a, b = (infer.one_image(spec) for spec in interpolate)
         images = infer.interpolate(loaded, a, b, steps)
         what = f"{steps} steps from {interpolate[0]} to {interpolate[1]}"
     else:
         images, source = infer.sample(
-            loaded, n, temperature=temperature, seed=seed, sampler=chosen, label=class_name
+            loaded, n or 64, temperature=1.0 if temperature is None else temperature, seed=seed, sampler=chosen,
+            label=class_name,
         )
         what = f"{len(images)} samples from {source}"
     write_numbered([images], len(images), out, grid, nrow)
@@ -655,7 +679,10 @@ def score(
     threshold: Annotated[
         str, typer.Option("--threshold", help="auto (model calibration at --fpr), a number, or a percentile like p95.")
     ] = "auto",
-    fpr: Annotated[float, typer.Option("--fpr", help="auto: false-positive rate on normal images.")] = 0.01,
+    fpr: Annotated[
+        Optional[float],
+        typer.Option("--fpr", help="auto: false-positive rate on normal images.", show_default="0.01"),
+    ] = None,
     contamination: Annotated[
         Optional[float], typer.Option("--contamination", help="Flag this fraction of the scored set, the highest.")
     ] = None,
@@ -720,13 +747,14 @@ def score(
     from aecli import infer
     from aecli.data import open_inputs
     from aecli.distributed import gathered, total
+    from aecli.io.files import guard_outputs
     from aecli.io.tabular import write_records
     from aecli.scoring import scores, thresholds
     from aecli.ui import Messages, StreamProgress, print_evaluation, print_pixel_evaluation, print_table, score_table
 
     say = Messages(quiet)
     scores.check_metric(metric)
-    spec = thresholds.parse(threshold)
+    spec = thresholds.parse(threshold, fpr, contamination)
     fmt = fmt or ("table" if out is None and sys.stdout.isatty() else "csv")
     if fmt not in ("table", "csv", "jsonl", "json"):
         raise UsageError(f"unknown format '{fmt}' (use table, csv, jsonl or json)")
@@ -743,6 +771,12 @@ def score(
 
         score_report.check(report)
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
+    table = [Path(labels)] if labels and Path(labels).is_file() else []  # a CSV of labels is an input too
+    heatmaps = [maps / images.relative(i).with_suffix(".png") for i in range(len(images))] if maps else []
+    guard_outputs(
+        [*table, *images.files()], images.directories, files=[("-o", out), ("--plot", plot)],
+        directories=[("--maps", maps)], written=[("--maps", path) for path in heatmaps],
+    )  # fmt: skip
     if report:
         score_report.check(report, images)
     truth = None
@@ -756,8 +790,11 @@ def score(
     options = dict(batch_size=batch_size, workers=workers, strict=not skip_bad, tiles=tiles)
     with StreamProgress(say, "score", images.refused) as progress:
         local = scores.score(loaded, images, progress=progress, **options)
+    scored = gathered(local)
+    images.require_read(len(scored.index))
     result = scores.assess(
-        loaded, gathered(local), metric=metric, threshold=spec, fpr=fpr, contamination=contamination, labels=truth
+        loaded, scored, metric=metric, threshold=spec, fpr=0.01 if fpr is None else fpr, contamination=contamination,
+        labels=truth,
     )
     records = result.records(top)
     if fmt == "table" and out is None:
@@ -951,4 +988,19 @@ def _run_ae(args: list[str]) -> int:
 
 
 def main() -> None:
-    app(prog_name="ae")
+    """The `ae` script. A usage error is one line too, naming where help is, not click's usage block."""
+    try:
+        returned = app(prog_name="ae", standalone_mode=False)
+    except Exception as e:  # click's (vendored by typer) errors carry exit_code and format_message
+        message = getattr(e, "format_message", None)
+        if message is None or not isinstance(getattr(e, "exit_code", None), int):
+            raise
+        text = message()
+        if text.startswith("Usage:"):  # `ae` alone, `ae train` with no inputs: the help itself
+            typer.echo(text, err=True)
+        else:
+            ctx = getattr(e, "ctx", None)
+            where = f" (see {ctx.command_path} -h)" if ctx is not None else ""
+            typer.echo(f"Error: {' '.join(text.split())}{where}", err=True)
+        sys.exit(e.exit_code)
+    sys.exit(returned if isinstance(returned, int) else 0)

@@ -154,6 +154,6 @@ def test_training_into_a_pipe_is_refused_before_any_work(run, pipe, tmp_path):
     read, name = pipe
     np.save(tmp_path / "x.npy", np.zeros((8, 16, 16), np.uint8))
     result = run("train", "x.npy", "--epochs", "1", "-o", name)
-    assert result.exit_code == 1 and "give a file" in result.stderr, result.stderr
+    assert result.exit_code == 1 and "saved to a file" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert drained(read, name) == b""

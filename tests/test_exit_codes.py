@@ -48,3 +48,22 @@ def test_each_documented_exit_code_is_what_a_command_returns(run, models, tmp_pa
 
     assert seen == {code: code for code in seen}, seen
     assert documented_codes() == set(seen)
+
+
+def test_a_usage_error_is_one_line_that_says_where_help_is(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "aecli", "encode", "x.npy", "--bogus"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("Error: No such option: --bogus") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "(see ae encode -h)" in proc.stderr
+
+
+def test_inputs_that_all_fail_to_read_are_an_error_not_an_empty_result(run, models, tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.png").write_text("not a png")
+    (tmp_path / "bad" / "b.png").write_bytes(b"")
+    for args in (["encode", "-o", "z.npy"], ["score", "--metric", "mse"], ["denoise", "-o", "out"]):
+        result = run(args[0], "bad", "-m", models["ae"], "--skip-bad", "-q", *args[1:])
+        assert result.exit_code == 1 and result.stderr == "Error: no readable images in bad\n", (args, result.stderr)
+    assert not (tmp_path / "z.npy").exists() and not (tmp_path / "out").exists()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from tests.conftest import blobs
+from tests.conftest import blobs, write_pngs
 
 
 def test_a_vae_samples_the_same_images_for_the_same_seed(run, models, tmp_path):
@@ -54,3 +55,18 @@ def test_sampling_errors_are_one_line(run, models):
     result = run("sample", "-m", "missing.safetensors", "--grid", "g.png")
     assert result.exit_code == 1 and "no such model file" in result.stderr
     assert not os.path.exists("g.png")
+
+
+@pytest.mark.parametrize(
+    "ends, extra, says",
+    [
+        (["many", "a.png"], [], "many holds 3 images"),
+        (["a.png", "a.png"], ["-n", "4", "--sampler", "gmm"], "-n, --sampler only set what is drawn"),
+    ],
+)
+def test_interpolation_takes_one_image_at_each_end_and_no_sampling_options(run, models, tmp_path, ends, extra, says):
+    write_pngs(tmp_path / "many", blobs(3, seed=1))
+    Image.fromarray(blobs(1, seed=2)[0]).save(tmp_path / "a.png")
+    result = run("sample", "-m", models["ae"], "--interpolate", *ends, *extra, "--grid", "w.png")
+    assert result.exit_code == 2 and says in result.stderr, result.stderr
+    assert not (tmp_path / "w.png").exists()

@@ -299,3 +299,20 @@ def test_a_patch_model_scores_larger_images_in_tiles_at_their_own_resolution(run
 
     resized = run(*common, "--whole")
     assert resized.exit_code == 0 and resized.stdout != tiled.stdout  # squashed to 16x16: a choice, not a default
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        (["--threshold", "nan"], "finite"),
+        (["--threshold", "inf"], "finite"),
+        (["--threshold", "0.5", "--contamination", "0.1"], "leave out --threshold 0.5"),
+        (["--fpr", "0.2", "--contamination", "0.1"], "leave out --fpr"),
+        (["--threshold", "p95", "--fpr", "0.2"], "--fpr sets --threshold auto's rate"),
+        (["--workers", "-1"], "--workers"),
+    ],
+)
+def test_thresholds_that_would_be_ignored_or_flag_nothing_are_refused(run, models, npy_file, options, says):
+    """--threshold nan flagged nothing, so --fail-on-anomaly passed; --contamination silently won."""
+    result = run("score", npy_file, "-m", models["ae"], "--fail-on-anomaly", *options)
+    assert result.exit_code == 2 and says in result.stderr, result.stderr

@@ -26,6 +26,7 @@ class ArrayImages:
     array: np.ndarray
     channels_last: bool
     labels: np.ndarray | None = None
+    file: Path | None = None  # where it was read from; None for a named dataset
 
     def __post_init__(self) -> None:
         a = self.array
@@ -79,7 +80,7 @@ def read_npy(path: Path) -> ArrayImages:
         if "Python objects" in str(e) or "allow_pickle" in str(e):
             raise InputError(f"{path}: holds pickled Python objects, which aecli never loads") from None
         raise InputError(f"{path}: not a readable .npy array ({_first_line(e)})") from None
-    return ArrayImages(str(path), array, _layout(str(path), array))
+    return ArrayImages(str(path), array, _layout(str(path), array), file=path)
 
 
 def read_npz(path: Path) -> ArrayImages:
@@ -100,7 +101,7 @@ def read_npz(path: Path) -> ArrayImages:
     array, labels = arrays[key], arrays.get("labels")
     if labels is not None and labels.shape[:1] != array.shape[:1]:
         labels = None
-    return ArrayImages(str(path), array, _layout(str(path), array), labels)
+    return ArrayImages(str(path), array, _layout(str(path), array), labels, path)
 
 
 def is_idx(path: Path) -> bool:
@@ -140,7 +141,7 @@ def read_idx(path: Path, labels: np.ndarray | None = None) -> ArrayImages:
     array = read_idx_array(path)
     if array.ndim not in (3, 4):
         raise InputError(f"{path}: IDX array of shape {array.shape} is not a stack of images")
-    return ArrayImages(str(path), array, _layout(str(path), array), labels)
+    return ArrayImages(str(path), array, _layout(str(path), array), labels, path)
 
 
 def _first_line(e: BaseException) -> str:

@@ -11,6 +11,7 @@ import bisect
 import glob
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +102,16 @@ class ImageSet:
         """The file image i is read from; None for a row of an array."""
         part, row = self._locate(i)
         return part.paths[row] if isinstance(part, FileImages) else None
+
+    def files(self) -> Iterator[Path]:
+        """Every file the images are read from (image files and array files): what no output may replace."""
+        for part in self.parts:
+            yield from part.paths if isinstance(part, FileImages) else filter(None, [part.file])
+
+    def require_read(self, count: int) -> None:
+        """With --skip-bad every image can be skipped: an error, never an empty result that looks done."""
+        if count == 0:
+            raise InputError(f"no readable images in {self.description}")
 
     def is_array(self, i: int) -> bool:
         return isinstance(self._locate(i)[0], ArrayImages)

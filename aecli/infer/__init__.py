@@ -7,6 +7,7 @@ Pixels are streamed batch by batch; only latent vectors (small) are ever gathere
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -445,11 +446,13 @@ def sample(
     return torch.cat(images), source + f", class{'es' if len(names) > 1 else ''} {', '.join(names)}"
 
 
-def first_image(spec: str) -> torch.Tensor:
-    """The first image an input names (a file, or the first row of an array), at its own size."""
+def one_image(spec: str) -> torch.Tensor:
+    """The one image an input names (a file, or an array of one), at its own size."""
     from aecli.data import open_inputs
 
     images = open_inputs([spec])
+    if len(images) != 1:
+        raise UsageError(f"{spec} holds {len(images)} images; --interpolate takes one image at each end")
     batch = images.load(np.array([0]), None, None)
     if batch.error or not batch.pixels:
         raise InputError(batch.error or f"{spec}: cannot read the image")
@@ -499,6 +502,15 @@ class References:
                 f"reference {name} is {w}x{h}, the output for {self.images.name(i)} {like.shape[-1]}x{like.shape[-2]}"
             )
         return ref
+
+    def files(self) -> Iterator[Path]:
+        """The reference files the inputs are matched with: what no output may replace."""
+        if self.others is not None:
+            yield from self.others.files()
+            return
+        for i in range(len(self.images)):
+            with contextlib.suppress(InputError):  # a missing one is reported when it is needed
+                yield self._find(i)
 
     def _find(self, i: int) -> Path:
         rel = self.images.relative(i)

@@ -7,6 +7,7 @@ each process writes its own images; the command gathers the results and rank 0 w
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 
 from aecli import infer
 from aecli.data import ImageSet
-from aecli.io.files import atomic_output, guard_inputs, leader_writes, mirror_targets
+from aecli.io.files import atomic_output, guard_outputs, leader_writes, mirror_targets, real
 from aecli.io.pictures import save_png, save_rows
 from aecli.io.writer import Writer
 from aecli.scoring.quality import QualityReport
@@ -48,15 +49,25 @@ def write_summary(done: Restored, grid: Path | None = None, report: Path | None 
             f.write(done.quality.csv().encode())
 
 
-def plan_outputs(images: ImageSet, out: Path | None, noisy: Path | None, overwrite: bool) -> dict[str, list[Path]]:
-    """Where each image's outputs go, refusing inputs' directories and files before any work."""
+def plan_outputs(
+    images: ImageSet, out: Path | None, noisy: Path | None, overwrite: bool,
+    grid: Path | None = None, report: Path | None = None, references: infer.References | None = None,
+) -> dict[str, list[Path]]:  # fmt: skip
+    """Where each image's outputs go, refusing the inputs' and references' directories and files
+    (unless `overwrite`) before any work."""
     relative = [images.relative(i) for i in range(len(images))]
-    files = [p for part in images.parts for p in getattr(part, "paths", [])]
-    targets = {}
-    for name, directory in (("out", out), ("noisy", noisy)):
-        if directory is not None:
-            targets[name] = mirror_targets(directory, relative)
-            guard_inputs(directory, images.directories, files, targets[name], overwrite)
+    options = {"out": "-o", "noisy": "--save-noisy"}
+    targets = {name: mirror_targets(d, relative) for name, d in (("out", out), ("noisy", noisy)) if d is not None}
+    inputs = itertools.chain(images.files(), references.files() if references else ())
+    folders = [*images.directories, *([real(references.root)] if references and references.root else [])]
+    guard_outputs(
+        () if overwrite else inputs,
+        () if overwrite else folders,
+        files=[("--grid", grid), ("--report", report)],
+        directories=[("-o", out), ("--save-noisy", noisy)],
+        written=[(options[name], path) for name, paths in targets.items() for path in paths],
+        hint="choose another path, or --overwrite",
+    )
     return targets
 
 

@@ -9,7 +9,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -169,20 +169,56 @@ def mirror_targets(out_dir: Path, relative: list[Path], suffix: str = ".png") ->
     return targets
 
 
-def guard_inputs(
-    out_dir: Path, input_dirs: list[Path], input_files: list[Path], targets: list[Path], overwrite: bool
+def guard_outputs(
+    inputs: Iterable[Path],
+    input_dirs: Iterable[Path] = (),
+    files: Iterable[tuple[str, Path | None]] = (),
+    directories: Iterable[tuple[str, Path | None]] = (),
+    written: Iterable[tuple[str, Path]] = (),
+    hint: str = "choose another path",
 ) -> None:
-    """Refuse to write into an input directory or over an input file, unless `overwrite`."""
-    if overwrite:
+    """Before any work: no output file replaces an input or another output, and no output
+    directory is an input directory or inside one (what it gets would be read as input next time).
+
+    `files` and `directories` pair each path with the option that named it, for the message;
+    `written` are the many files an output directory will get (one per input), which need not
+    be told apart from each other. Only an output that exists already can be an input, so the
+    inputs are looked at (one stat each, links followed) only then.
+    """
+    input_dirs = list(input_dirs)
+    files = [(option, Path(path).expanduser()) for option, path in files if path is not None]
+    named: dict[Path, str] = {}
+    for option, path in ((o, Path(p).expanduser()) for o, p in directories if p is not None):
+        where = real(path)
+        for directory in input_dirs:
+            if where == directory or directory in where.parents:
+                raise OutputError(f"refusing to write into input directory {directory} ({option}; {hint})")
+        if where in named:
+            raise OutputError(f"{named[where]} and {option} would both write into {path}: give each its own")
+        named[where] = option
+    for option, path in files:
+        if _is_stream(path):  # -o /dev/null --index /dev/null is fine
+            continue
+        where = real(path)
+        if where in named:
+            raise OutputError(f"{named[where]} and {option} would both write {path}: give each its own path")
+        named[where] = option
+    existing: dict[tuple[int, int], tuple[str, Path]] = {}
+    for option, path in [*files, *written]:
+        with contextlib.suppress(OSError):
+            found = os.stat(path)
+            if stat.S_ISREG(found.st_mode):
+                existing[(found.st_dev, found.st_ino)] = (option, path)
+    if not existing:
         return
-    out = real(Path(out_dir).expanduser())
-    for directory in input_dirs:
-        if out == directory or directory in out.parents:
-            raise OutputError(f"refusing to write into input directory {directory} (choose another -o, or --overwrite)")
-    inputs = {real(p) for p in input_files}
-    for target in targets:
-        if real(target) in inputs:
-            raise OutputError(f"refusing to overwrite input {target} (choose another -o, or --overwrite)")
+    for source in inputs:
+        try:
+            found = os.stat(source)
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) in existing:
+            option, path = existing[(found.st_dev, found.st_ino)]
+            raise OutputError(f"refusing to overwrite input {path} ({option}; {hint})")
 
 
 def leader_writes(write: Callable[..., Any]) -> Callable[..., Any]:

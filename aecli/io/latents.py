@@ -68,11 +68,17 @@ def _write(f: IO[bytes], vectors: np.ndarray, sources: list[str], fmt: str, shap
         f.write(buffer.getbuffer())
     elif fmt == "csv":
         columns = ["path", *(f"z{i}" for i in range(vectors.shape[1]))]
-        for line in csv_lines(columns, ([s, *row.tolist()] for s, row in zip(sources, vectors))):
+        for line in csv_lines(columns, ([s, *map(str, row)] for s, row in zip(sources, vectors))):
             f.write(line.encode())
     else:
         for source, row in zip(sources, vectors):
-            f.write(json_line({"path": source, "latent": row.tolist()}).encode())
+            f.write(json_line({"path": source, "latent": _exact(row)}, rounded=False).encode())
+
+
+def _exact(row: np.ndarray) -> list:
+    """Each number as the shortest decimal that reads back as the same float32 (str of a numpy
+    float32 gives it); code numbers as they are."""
+    return row.tolist() if row.dtype.kind in "iu" else [float(str(v)) for v in row]
 
 
 @leader_writes

@@ -75,16 +75,22 @@ def grid_of(images: list[torch.Tensor], size: int | None = None) -> torch.Tensor
     return torch.stack([to_size(to_channels(x.float().cpu(), channels), size) for x in images])
 
 
+def numbered(out: Path, count: int) -> list[Path]:
+    """OUT/000000.png, 000001.png, ...: as many digits as `count` needs, at least six."""
+    width = max(6, len(str(count - 1)))
+    return [Path(out) / f"{i:0{width}d}.png" for i in range(count)]
+
+
 def write_numbered(
     batches: Iterable[torch.Tensor], count: int, out: Path | None, grid: Path | None, nrow: int = 8
 ) -> int:
     """Images batch by batch as OUT/000000.png, 000001.png, ... and the first GRID_LIMIT in one grid."""
-    width = max(6, len(str(count - 1)))
+    names = numbered(out, count) if out is not None else []
     shown, done = [], 0
     for batch in batches:
         for image in batch:
             if out is not None:
-                save_png(out / f"{done:0{width}d}.png", image)
+                save_png(names[done], image)
             if len(shown) < GRID_LIMIT:
                 shown.append(image)
             done += 1

@@ -29,17 +29,17 @@ def csv_lines(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterable
         yield ",".join(csv_field(v) for v in row) + "\n"
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN or infinity: they become null."""
+def _clean(value: Any, rounded: bool = True) -> Any:
+    """JSON has no NaN or infinity: they become null; scores are rounded as CSV rounds them."""
     if isinstance(value, float):
-        return None if not math.isfinite(value) else float(f"{value:.7g}")
+        return None if not math.isfinite(value) else float(f"{value:.7g}") if rounded else value
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return [_clean(v, rounded) for v in value]
     return value
 
 
-def json_line(record: dict[str, Any]) -> str:
-    return json.dumps({k: _clean(v) for k, v in record.items()}) + "\n"
+def json_line(record: dict[str, Any], rounded: bool = True) -> str:
+    return json.dumps({k: _clean(v, rounded) for k, v in record.items()}) + "\n"
 
 
 def records_text(records: list[dict[str, Any]], fmt: str) -> Iterable[str]:

@@ -11,6 +11,7 @@ contamination  flag the top fraction of the scored set (as PyOD does)
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -34,17 +35,26 @@ class Threshold:
     fpr: float | None = None  # the false-positive rate it was calibrated for on normal images (auto)
 
 
-def parse(spec: str) -> str | float:
-    """`auto`, a number, or `pN`; anything else is a usage error naming the forms."""
+def parse(spec: str, fpr: float | None = None, contamination: float | None = None) -> str | float:
+    """`auto`, a finite number, or `pN`; anything else is a usage error naming the forms. --fpr
+    tunes auto alone and --contamination replaces the threshold, so neither goes with another."""
     spec = spec.strip().lower()
+    if contamination is not None and (spec != "auto" or fpr is not None):
+        given = f"--threshold {spec}" if spec != "auto" else "--fpr"
+        raise UsageError(f"--contamination sets the threshold itself; leave out {given}")
+    if fpr is not None and spec != "auto":
+        raise UsageError(f"--fpr sets --threshold auto's rate; leave it out with --threshold {spec}")
     if spec == "auto" or re.fullmatch(r"p\d+(\.\d+)?", spec):
         if spec != "auto" and not 0 <= float(spec[1:]) <= 100:
             raise UsageError(f"--threshold {spec}: a percentile is p0 to p100")
         return spec
     try:
-        return float(spec)
+        value = float(spec)
     except ValueError:
         raise UsageError(f"--threshold {spec!r}: use auto, a number (0.0123) or a percentile (p95)") from None
+    if not math.isfinite(value):
+        raise UsageError(f"--threshold {spec}: a threshold is a finite number")
+    return value
 
 
 def choose(

@@ -18,7 +18,7 @@ from aecli.config import Settings
 from aecli.data import ImageSet
 from aecli.errors import OutputError, UsageError
 from aecli.io import modelfile
-from aecli.io.files import check_directory, check_writable
+from aecli.io.files import check_directory, check_writable, guard_outputs
 from aecli.train.loop import fit
 from aecli.train.run import CallbackList, Callbacks, resume_settings
 
@@ -66,10 +66,15 @@ def plan(
     else:
         modelfile.check_replaceable(out)
     if Path(out).exists() and not Path(out).is_file() and not Path(out).is_dir():
-        raise OutputError(f"cannot train into {out}: the model is saved to a file each epoch and read back; give a file")
+        raise OutputError(f"cannot train into {out}: the model is saved to a file each epoch, then read back")
     for target in filter(None, [out, preview, job.loss_plot]):
         check_writable(target)
     return job
+
+
+def check_inputs(job: Job, images: ImageSet) -> None:
+    """No output of the job replaces one of its input images, or another output."""
+    guard_outputs(images.files(), files=[("-o", job.out), ("--preview", job.preview), ("--plot", job.loss_plot)])
 
 
 def run(
