@@ -101,6 +101,8 @@ class Setting:
             numbers = value if isinstance(value, list) else [value]
         else:
             numbers = value if kind is list else []
+        if not all(map(math.isfinite, numbers)):  # NaN passes every comparison below
+            raise UsageError(f"{self.name} must be a finite number, got {_text(value, Span) if kind is Span else value}")
         for number in numbers:
             too_low = self.low is not None and (number <= self.low if self.low_open else number < self.low)
             too_high = self.high is not None and number > self.high

@@ -135,6 +135,40 @@ def test_resume_refuses_to_change_the_model(run, npy_file):
     assert result.exit_code == 2 and "latent_dim cannot change" in result.stderr
 
 
+def test_resume_refuses_other_inputs(run, npy_file, tmp_path):
+    """The stored split and position index the images: another set would be trained on silently."""
+    args = ["train", "--batch-size", "8", "-q", "-o", "m.safetensors"]
+    assert run(*args, npy_file, "--epochs", "1", "--keep-optimizer").exit_code == 0
+    np.save(tmp_path / "fewer.npy", blobs(5))
+    result = run(*args, "fewer.npy", "--epochs", "2", "--resume")
+    assert result.exit_code == 2 and "these inputs hold 5; resume on the same inputs" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--lr", "nan"], "lr must be a finite number"),
+        (["--val-split", "nan"], "val_split must be a finite number"),
+        (["--variant", "vae", "--beta", "inf"], "beta must be a finite number"),
+        (["--variant", "draem", "--anomaly-fraction", "nan"], "anomaly_fraction must be a finite number"),
+        (["--config", "NPY"], "not a YAML config"),
+    ],
+)
+def test_non_finite_settings_and_a_binary_config_are_usage_errors(run, npy_file, flags, says):
+    flags = [str(npy_file) if flag == "NPY" else flag for flag in flags]
+    result = run("train", npy_file, *FAST, "-o", "m.safetensors", *flags)
+    assert result.exit_code == 2 and says in result.stderr, result.stderr
+
+
+def test_training_on_nothing_readable_fails_and_writes_no_model(run, tmp_path):
+    folder = tmp_path / "half-bad"
+    write_pngs(folder, blobs(1))
+    (folder / "z.png").write_text("not a png")  # the seed's split makes it the one training image
+    result = run("train", folder, *FAST, "--skip-bad", "-o", "m.safetensors")
+    assert result.exit_code == 1 and "no training image could be read" in result.stderr, result.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 class _StopAt(Callbacks):
     def __init__(self, stop: threading.Event, at: int):
         self.stop, self.at = stop, at

@@ -20,7 +20,7 @@ import torch
 from aecli import distributed, runtime
 from aecli.config import Settings, TrainConfig
 from aecli.data import ImageSet, batch_indices
-from aecli.errors import Interrupted
+from aecli.errors import InputError, Interrupted
 from aecli.io import modelfile
 from aecli.scoring import calibration
 from aecli.train.run import Callbacks, Run
@@ -46,6 +46,8 @@ def fit(
     try:
         for epoch in range(run.epoch, tc.epochs):
             train_loss = train_epoch(run, epoch, stop)
+            if not run.history.images_seen:  # --skip-bad skipped every one: the weights learnt nothing
+                raise InputError(f"no training image could be read: all {len(run.split.train)} were skipped")
             val_loss = validation_loss(run)
             run.refuse_divergence(epoch, None, val_loss, "validation")
             run.history.end_epoch(train_loss, val_loss)

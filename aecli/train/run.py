@@ -241,6 +241,12 @@ class Run:
                 f"{resume.path} is a finished run without its optimizer state, so it cannot be resumed; "
                 "train with --keep-optimizer to extend a run later"
             )
+        data = resume.training.get("data") or {}
+        if data.get("images", len(self.images)) != len(self.images):  # its split and position index those
+            raise UsageError(
+                f"--resume: {resume.path} was trained on {data['images']} images ({data.get('inputs')}), these "
+                f"inputs hold {len(self.images)}; resume on the same inputs"
+            )
         self.model.load_state_dict(resume.model.state_dict())
         self.optimizer.load_state_dict(resume.optimizer["state_dict"])
         position = resume.optimizer["position"]
