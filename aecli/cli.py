@@ -131,6 +131,14 @@ MaxPixels = Annotated[
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress or messages on stderr; errors still show.")]
 
 
+def _quiet_but(option: str):
+    """-q for a command whose `option` asks for a measurement: that is a result, shown even so."""
+    return Annotated[
+        bool, typer.Option("-q", "--quiet", help=f"No progress or messages on stderr; errors, and what {option} "
+                           "measures, still show."),
+    ]  # fmt: skip
+
+
 class _TrainCommand:
     """`ae train`'s callback: a few options of its own, then one per declared setting.
 
@@ -508,7 +516,7 @@ def denoise(
     files_from: FilesFrom = None,
     skip_bad: SkipBad = False,
     max_pixels: MaxPixels = None,
-    quiet: Quiet = False,
+    quiet: _quiet_but("--reference") = False,
 ) -> None:
     """Denoise images of any size (larger than the model: in blended tiles).
 
@@ -541,6 +549,8 @@ def denoise(
         raise UsageError(f"--noise {noise_kind} needs --gain (photons at full intensity)")
     if gain is not None and not photon:
         raise UsageError("--gain needs --noise poisson or poisson-gaussian")
+    if noise_kind not in ("gaussian", *PHOTON_KINDS) and not add_noise:
+        raise UsageError(f"--noise {noise_kind} needs --add-noise, its strength")
     if noise_kind == "poisson" and add_noise:
         raise UsageError("--noise poisson adds no read noise: use --noise poisson-gaussian with --add-noise")
     _outputs(report, grid)
@@ -671,7 +681,7 @@ def score(
         typer.Option(
             "--metric",
             help="combined (mse and latent distance), mse, mae, bce, ssim, latent, elbo (VAE), segmentation "
-            "(draem), transforms or geometric (geometric). See docs/thresholds.md.",
+            "(draem), transforms or geometric (geometric), rarity (vqvae). See docs/thresholds.md.",
             show_default="combined (segmentation for draem, geometric for geometric); mse for model files "
             "without latent statistics",
         ),
@@ -730,7 +740,7 @@ def score(
     files_from: FilesFrom = None,
     skip_bad: SkipBad = False,
     max_pixels: MaxPixels = None,
-    quiet: Quiet = False,
+    quiet: _quiet_but("--labels") = False,
 ) -> None:
     """Score images for anomaly (higher: more anomalous) and flag those above a threshold.
 

@@ -128,6 +128,8 @@ def test_reference_errors(run, models, tree, tmp_path):
     assert result.exit_code == 1 and "no reference for" in result.stderr and result.stderr.count("\n") == 1
     result = run("denoise", tree, "-m", models["dae"], "--report", "r.csv", "-o", "out")
     assert result.exit_code == 2 and "--report needs --reference" in result.stderr
+    result = run("denoise", tree, "-m", models["dae"], "--noise", "salt-pepper", "--reference", tree, "-o", "out")
+    assert result.exit_code == 2 and "--noise salt-pepper needs --add-noise" in result.stderr  # it added nothing
 
 
 def test_a_model_not_trained_to_denoise_says_so(run, models, npy_file):

@@ -69,6 +69,13 @@ def test_other_formats_carry_paths_and_the_same_vectors(run, models, npy_file, f
     np.testing.assert_array_equal(vectors.astype(np.float32), expected)  # text reads back as the same float32
 
 
+@pytest.mark.parametrize("flag, says", [("--sample", "draws from a VAE's posterior"), ("--continuous", "code vectors")])
+def test_an_option_the_model_cannot_honour_is_refused_not_ignored(run, models, npy_file, flag, says):
+    result = run("encode", npy_file, "-m", models["ae"], flag, "-o", "z.npy")
+    assert result.exit_code == 2 and says in result.stderr, result.stderr
+    assert not os.path.exists("z.npy")
+
+
 def test_a_vae_encodes_to_its_mean_unless_asked_to_sample(run, models, npy_file):
     for name, extra in (("mean", []), ("s1", ["--sample"]), ("s1b", ["--sample"]), ("s2", ["--sample", "--seed", "2"])):
         assert run("encode", npy_file, "-m", models["vae"], "-o", f"{name}.npy", "-q", *extra).exit_code == 0

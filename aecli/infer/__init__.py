@@ -202,6 +202,11 @@ def encode(
     gets the same draw whatever the batch size, the images skipped before it or the process count.
     Under torchrun each process encodes its block of the batches; distributed.gathered joins them.
     """
+    this = f"this model (variant {loaded.config.variant})"
+    if sample and loaded.config.variant != "vae":
+        raise UsageError(f"--sample draws from a VAE's posterior; {this} encodes an image to one point")
+    if continuous and not loaded.capabilities.codebook:
+        raise UsageError(f"--continuous gives a vqvae's code vectors, not its code numbers; {this} has none")
     classes = loaded.require_classes(images, labels, "encoding")
     codebook = 0 if continuous else loaded.capabilities.codebook
     vectors, index, skipped = _Gathered(), [], 0

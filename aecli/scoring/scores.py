@@ -179,8 +179,12 @@ def check_metric(metric: str | None) -> None:
 def _unavailable(metric: str) -> str:
     if metric in METRIC_OWNERS:
         return f"metric {metric} needs a model trained with --variant {METRIC_OWNERS[metric]}"
-    if metric in ("latent", "combined"):
-        return f"metric {metric} needs the latent statistics and calibration stored by `ae train` (retrain, or `ae calibrate`)"
+    if metric in ("latent", "combined"):  # `ae calibrate` refits thresholds; only a finished run stores latent stats
+        return (
+            f"metric {metric} needs the latent statistics {'and calibration ' if metric == 'combined' else ''}that "
+            "`ae train` stores when a run ends; this file lacks them (finish the run with --resume, or "
+            "`ae calibrate` it if it has latent stats, or score with --metric mse)"
+        )
     return f"unknown metric '{metric}' (known: {', '.join(METRICS)})"
 
 
