@@ -32,6 +32,17 @@ def test_denoise_mirrors_relative_paths_as_png(run, models, tree, tmp_path):
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("pattern", ["pngs/**/*.png", "pngs/*"])
+def test_a_glob_mirrors_paths_below_its_fixed_part(run, models, tree, tmp_path, pattern):
+    """a/img000.png and b/img000.png were both written to clean/img000.png, so the run stopped."""
+    result = run("denoise", pattern, "-m", models["dae"], "-o", "clean", "-q")
+    assert result.exit_code == 0, result.stderr
+    written = sorted(str(p.relative_to(tmp_path / "clean")) for p in (tmp_path / "clean").rglob("*.png"))
+    assert written == ["a/img000.png", "a/img001.png", "a/img002.png", "b/img000.png", "b/img001.png"]
+    result = run("denoise", tree / "a" / "img000.png", tree / "b" / "img000.png", "-m", models["dae"], "-o", "flat")
+    assert result.exit_code == 1 and f"inputs {tree / 'a' / 'img000.png'} and {tree / 'b' / 'img000.png'}" in result.stderr
+
+
 def test_denoise_refuses_to_write_into_an_input_directory(run, models, tree):
     before = {p: p.read_bytes() for p in tree.rglob("*.png")}
     for out in (tree, tree / "a" / "out"):

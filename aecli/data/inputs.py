@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import glob
+import itertools
 import os
 import sys
 from collections.abc import Iterator
@@ -267,15 +268,26 @@ def _resolve(spec: str, refused: list[str] | None) -> tuple[list[FileImages | Ar
         matches = sorted(glob.glob(os.path.expanduser(spec), recursive=True))
         if not matches:
             raise InputError(f"no files match '{spec}'")
-        parts, skipped = [], 0
+        parts, skipped, base = [], 0, _glob_base(spec)
         for match in matches:
             found, n = _resolve(match, refused)
+            below = Path(match).relative_to(base)  # what outputs mirror: a/x.png and b/x.png stay apart
+            for part in found:
+                if isinstance(part, FileImages):
+                    part.relative = [below / r for r in part.relative] if Path(match).is_dir() else [below]
             parts += found
             skipped += n
         return parts, skipped
     if path.is_symlink():
         raise InputError(f"{spec}: broken symbolic link")
     raise InputError(f"{spec}: no such file, directory or dataset (datasets: sample, fashion-mnist)")
+
+
+def _glob_base(spec: str) -> Path:
+    """The folder a pattern's matches lie below: its leading parts without glob characters."""
+    parts = Path(os.path.expanduser(spec)).parts[:-1]
+    fixed = itertools.takewhile(lambda part: not _GLOB_CHARS & set(part), parts)
+    return Path(*fixed)
 
 
 def _open_file(path: Path) -> FileImages | ArrayImages:

@@ -56,8 +56,11 @@ def plan_outputs(
     """Where each image's outputs go, refusing the inputs' and references' directories and files
     (unless `overwrite`) before any work."""
     relative = [images.relative(i) for i in range(len(images))]
+    names = [images.name(i) for i in range(len(images))]
     options = {"out": "-o", "noisy": "--save-noisy"}
-    targets = {name: mirror_targets(d, relative) for name, d in (("out", out), ("noisy", noisy)) if d is not None}
+    targets = {
+        name: mirror_targets(d, relative, names=names) for name, d in (("out", out), ("noisy", noisy)) if d is not None
+    }
     inputs = itertools.chain(images.files(), references.files() if references else ())
     folders = [*images.directories, *([real(references.root)] if references and references.root else [])]
     guard_outputs(

@@ -157,14 +157,18 @@ def real(path: Path | str) -> Path:
     return Path(os.path.realpath(path))
 
 
-def mirror_targets(out_dir: Path, relative: list[Path], suffix: str = ".png") -> list[Path]:
-    """Output paths that mirror inputs' relative paths below `out_dir`; two inputs never share one."""
+def mirror_targets(
+    out_dir: Path, relative: list[Path], suffix: str = ".png", names: list[str] | None = None
+) -> list[Path]:
+    """Output paths that mirror inputs' relative paths below `out_dir`; two inputs (`names`, for
+    the message) never share one."""
     targets, seen = [], {}
-    for rel in relative:
+    for i, rel in enumerate(relative):
         target = Path(out_dir) / rel.with_suffix(suffix)
+        name = names[i] if names else str(rel)
         if target in seen:
-            raise OutputError(f"inputs {seen[target]} and {rel} would both be written to {target}")
-        seen[target] = rel
+            raise OutputError(f"inputs {seen[target]} and {name} would both be written to {target}")
+        seen[target] = name
         targets.append(target)
     return targets
 

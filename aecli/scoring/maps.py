@@ -55,8 +55,9 @@ def write_maps(loaded, images, rows: np.ndarray, out_dir: Path, **options) -> in
     """A map PNG for each image at `rows`, mirroring its relative path below `out_dir`."""
     from aecli.scoring.scores import score_batches
 
-    targets = mirror_targets(out_dir, [images.relative(int(i)) for i in rows])
-    target_of = dict(zip(np.asarray(rows).tolist(), targets))
+    rows = np.asarray(rows).tolist()
+    targets = mirror_targets(out_dir, [images.relative(i) for i in rows], names=[images.name(i) for i in rows])
+    target_of = dict(zip(rows, targets))
     written = 0
     with Writer() as writer:  # drawn and written while the model scores the next batch
         for batch, _, recon in score_batches(loaded, images, np.asarray(rows), **options):
