@@ -121,6 +121,7 @@ def test_decode_reads_latents_from_stdin(run, models, npy_file):
         (lambda: np.save("w.npy", np.zeros((3, 7), np.float32)), "ae", "rows of length 32"),
         (lambda: np.save("w.npy", np.zeros((3, 32), np.float32)), "dae", "--arch conv"),
         (lambda: open("w.npy", "wb").write(b"junk"), "ae", "not a .npy or .npz"),
+        (lambda: open("w.npy", "w").write("path,z0\na.png,0.5\n"), "ae", "takes what ae encode writes as npy"),
         (lambda: np.save("w.npy", np.full((2, 32), np.nan, np.float32)), "ae", "NaN"),
     ],
 )

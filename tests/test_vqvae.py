@@ -47,6 +47,19 @@ def test_encode_writes_whole_code_numbers_and_decode_takes_them_or_vectors(run, 
         assert np.array_equal(a, b)
 
 
+def test_code_numbers_stored_as_floats_decode_as_codes_when_whole(run, vq):
+    model = vq / "vq.safetensors"
+    assert run("encode", vq / "discs.npy", "-m", model, "-o", "codes.npy").exit_code == 0
+    codes = np.load("codes.npy")
+    np.save("floats.npy", codes.astype(np.float32))  # as a numpy or pandas round trip leaves them
+    np.save("halves.npy", codes.astype(np.float32) + 0.5)
+    assert run("decode", "codes.npy", "-m", model, "--grid", "a.png").exit_code == 0
+    assert run("decode", "floats.npy", "-m", model, "--grid", "b.png").exit_code == 0
+    assert open("a.png", "rb").read() == open("b.png", "rb").read()
+    result = run("decode", "halves.npy", "-m", model, "--grid", "c.png")
+    assert result.exit_code == 1 and "code numbers, which are whole" in result.stderr
+
+
 def test_code_numbers_outside_the_codebook_are_a_one_line_error(run, vq):
     np.save("bad.npy", np.full((2, 16), 16, dtype=np.int64))
     result = run("decode", "bad.npy", "-m", vq / "vq.safetensors", "--grid", "g.png")

@@ -273,6 +273,12 @@ def decode(
     numbers (what `ae encode` writes for it)."""
     loaded.require_decoder()
     latents, shape = np.asarray(latents), loaded.capabilities.latent_shape
+    codes = math.prod(shape[1:])
+    if loaded.capabilities.codebook and latents.ndim == 2 and latents.shape[1] == codes != math.prod(shape):
+        if latents.dtype.kind == "f" and (latents == np.round(latents)).all():  # codes stored as floats elsewhere
+            latents = latents.astype(np.int64)
+        elif latents.dtype.kind == "f":
+            raise InputError(f"rows of {codes} numbers are this model's code numbers, which are whole; these are not")
     codebook = loaded.capabilities.codebook if latents.dtype.kind in "iu" else 0  # whole numbers: codes
     if codebook:
         shape = shape[1:]
@@ -281,7 +287,7 @@ def decode(
             raise InputError(f"code numbers run from {low} to {high}; this model has codes 0 to {codebook - 1}")
     if latents.ndim != 2 or latents.shape[1] != math.prod(shape):
         floats_for_codes = loaded.capabilities.codebook and not codebook
-        also = f", or of {math.prod(shape[1:])} code numbers" if floats_for_codes else ""
+        also = f", or of {codes} code numbers" if floats_for_codes else ""
         raise AecliError(
             f"latents have shape {latents.shape}; this model decodes rows of length {math.prod(shape)}{also}"
         )

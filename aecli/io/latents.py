@@ -98,6 +98,8 @@ def read(source: str) -> np.ndarray:
         raise InputError(f"{name}: {e.strerror or e}") from None
     if not data:
         raise InputError(f"{name}: empty; expected latents as .npy or .npz (from ae encode)")
+    if not data.startswith((b"\x93NUMPY", b"PK")):  # numpy would call any other bytes pickled data
+        raise InputError(f"{name}: not a .npy or .npz array (ae decode takes what ae encode writes as npy or npz)")
     try:
         loaded = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
