@@ -160,6 +160,15 @@ def test_non_finite_settings_and_a_binary_config_are_usage_errors(run, npy_file,
     assert result.exit_code == 2 and says in result.stderr, result.stderr
 
 
+def test_images_under_4_pixels_need_an_image_size(run, tmp_path):
+    """A 2x2 model trained, then failed on its NaN calibration and left that file behind."""
+    np.save(tmp_path / "tiny.npy", blobs(20, size=2))
+    result = run("train", "tiny.npy", *FAST, "-o", "m.safetensors")
+    assert result.exit_code == 2 and "give --image-size 4 or more" in result.stderr, result.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+    assert run("train", "tiny.npy", *FAST, "--image-size", "4", "-o", "m.safetensors").exit_code == 0
+
+
 def test_training_on_nothing_readable_fails_and_writes_no_model(run, tmp_path):
     folder = tmp_path / "half-bad"
     write_pngs(folder, blobs(1))

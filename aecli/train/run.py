@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -126,6 +127,8 @@ def model_config_for(images: ImageSet | Patches, config: ModelConfig, strict: bo
     if config.channels and config.image_size:
         return config.resolved(config.channels, config.image_size)
     c, h, w = images.first_shape(strict)
+    if not config.image_size and min(h, w) < 4:  # as --image-size's own bound: smaller has nothing to learn
+        raise UsageError(f"the first image is {w}x{h}, the model's size would be under 4; give --image-size 4 or more")
     return config.resolved(1 if c <= 2 else 3, min(h, w))
 
 
@@ -384,6 +387,8 @@ class Run:
         shape) take no symbolic size. The trial leaves no trace: weights, buffers (a codebook's
         placement, BatchNorm's statistics) and gradients are put back as they were.
         """
+        # a CUDA build of torch on a machine without CUDA logs where it looked for it: not ours to say
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         compiled = torch.compile(step_loss, dynamic=False)
         sizes = sorted({len(b) for b in batch_indices(distributed.shard_epoch(self.split.train), self.per_process)})
         kept = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
