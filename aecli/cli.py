@@ -1001,6 +1001,9 @@ def main() -> None:
     """The `ae` script. A usage error is one line too, naming where help is, not click's usage block."""
     try:
         returned = app(prog_name="ae", standalone_mode=False)
+    except OSError as e:  # help or the version onto a full disk; a command reports its own inside it
+        typer.echo(f"Error: cannot write to standard output: {e.strerror or e}", err=True)
+        sys.exit(1)
     except Exception as e:  # click's (vendored by typer) errors carry exit_code and format_message
         message = getattr(e, "format_message", None)
         if message is None or not isinstance(getattr(e, "exit_code", None), int):

@@ -57,6 +57,10 @@ def test_a_usage_error_is_one_line_that_says_where_help_is(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("Error: No such option: --bogus") and proc.stderr.count("\n") == 1, proc.stderr
     assert "(see ae encode -h)" in proc.stderr
+    if Path("/dev/full").exists():  # help onto a full disk: one line too, not a traceback
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run([sys.executable, "-m", "aecli", "score", "-h"], stdout=full, stderr=subprocess.PIPE)
+        assert proc.returncode == 1 and proc.stderr.decode().count("\n") == 1, proc.stderr
 
 
 def test_inputs_that_all_fail_to_read_are_an_error_not_an_empty_result(run, models, tmp_path):
