@@ -196,13 +196,15 @@ def test_a_stop_mid_epoch_saves_and_resume_matches_the_whole_run(tmp_path):
     with pytest.raises(Interrupted, match="epoch 2, step 3"):
         fit(images, settings, tmp_path / "cut.safetensors", callbacks=_StopAt(stop, 2), stop=stop)
     cut = modelfile.load(tmp_path / "cut.safetensors", with_optimizer=True)
-    assert cut.optimizer["position"] == {"epoch": 1, "step": 3}
+    position = cut.optimizer["position"]
+    assert {k: position[k] for k in ("epoch", "step", "images")} == {"epoch": 1, "step": 3, "images": 12}
     assert not cut.training["complete"]
     assert cut.calibration is None and cut.latent_stats is None  # calibration comes after the last epoch
     resumed = fit(images, settings, tmp_path / "cut.safetensors", resume=cut)
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.latent_stats == whole.latent_stats and resumed.latent_stats["split"] == "train"
+    assert resumed.training["train_loss"] == whole.training["train_loss"]  # the cut epoch's mean over all its steps
 
 
 def test_ctrl_c_saves_exits_130_and_resume_matches_the_uninterrupted_run(run, tmp_path):

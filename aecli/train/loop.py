@@ -81,7 +81,8 @@ def train_epoch(run: Run, epoch: int, stop: threading.Event | None) -> float:
     order = run.split.train[torch.randperm(len(run.split.train), generator=shuffle).numpy()]
     first = run.first_step if epoch == run.epoch else 0
     batches = batch_indices(distributed.shard_epoch(order), run.per_process)[first:]
-    total, count = torch.zeros((), device=device), 0
+    loss_sum, count = run.partial if epoch == run.epoch and first else (0.0, 0)  # so a resumed epoch's mean is whole
+    total = torch.tensor(loss_sum, device=device)
     window = LossWindow(device)
     last = first + len(batches) - 1
     for step, batch in enumerate(run.stream(batches, pin_memory=device.type == "cuda"), start=first):
@@ -125,7 +126,7 @@ def train_epoch(run: Run, epoch: int, stop: threading.Event | None) -> float:
             losses, images = window.read()
             run.refuse_divergence(epoch, step, losses.get("loss"), "training")
             run.history.interrupted_at = {"epoch": epoch, "step": step + 1}
-            run.save({"epoch": epoch, "step": step + 1}, wait=True)
+            run.save({"epoch": epoch, "step": step + 1, "loss_sum": float(total), "images": count}, wait=True)
             distributed.barrier()  # rank 0 has written the file before any process exits
             raise Interrupted(
                 f"interrupted in epoch {epoch + 1}, step {step + 1}/{run.steps_per_epoch}; "

@@ -165,6 +165,7 @@ class Run:
     callbacks: Callbacks
     epoch: int = 0  # where training (re)starts
     first_step: int = 0
+    partial: tuple[float, int] = (0.0, 0)  # the summed loss and the images of the steps an interrupted epoch took
     latent_stats: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
     unreadable: set[str] = field(default_factory=set)
@@ -254,6 +255,7 @@ class Run:
         self.optimizer.load_state_dict(resume.optimizer["state_dict"])
         position = resume.optimizer["position"]
         self.epoch, self.first_step = position["epoch"], position["step"]
+        self.partial = (position.get("loss_sum", 0.0), position.get("images", 0))  # older files: none
         known = {f.name for f in dataclasses.fields(History)}
         self.history = History(**{k: v for k, v in resume.training.items() if k in known})
         self.history.interrupted_at = None
@@ -429,7 +431,7 @@ class Run:
             for norm in norms:
                 norm.train()
 
-    def save(self, position: dict[str, int], wait: bool = False) -> None:
+    def save(self, position: dict[str, float], wait: bool = False) -> None:
         """The model file as it stands, and where training is (rank 0 writes).
 
         Adam's state (twice the weights) is kept while the run can still be resumed; a finished
