@@ -185,12 +185,13 @@ def validation_loss(run: Run) -> float | None:
         return None
     run.images_at(-1)  # the same validation patches every epoch
     run.model.eval()
-    torch.manual_seed(runtime.step_seed(run.tc.seed, -1, 0))
     means, sizes = [], []
-    for batch in run.stream(run.blocks(run.split.val)):
+    for k, batch in enumerate(run.stream(run.blocks(run.split.val))):
         if len(batch.pixels):
             x = runtime.to_device(batch.pixels, run.device)
             index = batch.rows if batch.rows is not None else batch.index
+            # seeded at each batch: a DataLoader draws from the global generator when it starts, held sets do not
+            torch.manual_seed(runtime.step_seed(run.tc.seed, -1, k))
             with runtime.autocast(run.device):
                 means.append(run.model.loss(run.batch(x, index))["loss"].float())
             sizes.append(len(x))
