@@ -288,6 +288,11 @@ def _outputs(*paths: Optional[Path]) -> None:
         check_writable(path)
 
 
+def _lists(*specs: Optional[str]) -> list[Path]:
+    """The files among --files-from and --labels values: inputs too, which no output may replace."""
+    return [Path(spec) for spec in specs if spec and spec != "-" and Path(spec).is_file()]
+
+
 def _output_dirs(*paths: Optional[Path]) -> None:
     from aecli.io.files import check_directory
 
@@ -375,7 +380,8 @@ def encode(
         plots.check_available(projection or "pca")
     _outputs(target, index, plot)
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
-    guard_outputs(images.files(), files=[("-o", target), ("--index", index), ("--plot", plot)])
+    inputs = [*images.files(), *_lists(files_from, labels)]
+    guard_outputs(inputs, images.directories, files=[("-o", target), ("--index", index), ("--plot", plot)])
     if plot and len(images) < 2:
         raise UsageError(f"--plot: a latent map needs at least 2 images, {images.description} holds 1")
     loaded = infer.load_model(model, device)
@@ -701,7 +707,7 @@ def score(
         typer.Option("--format", help="table, csv, jsonl or json.", show_default="table on a terminal, else csv"),
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("-o", "--out", help="Write the scores to FILE instead of stdout.")
+        Optional[Path], typer.Option("-o", "--out", help="Write the scores to FILE instead of stdout (-: stdout).")
     ] = None,
     top: Annotated[Optional[int], typer.Option("--top", min=1, help="List only the K highest scores.")] = None,
     fail_on_anomaly: Annotated[
@@ -757,12 +763,13 @@ def score(
     from aecli import infer
     from aecli.data import open_inputs
     from aecli.distributed import gathered, total
-    from aecli.io.files import guard_outputs
+    from aecli.io.files import guard_outputs, mirror_targets
     from aecli.io.tabular import write_records
     from aecli.scoring import scores, thresholds
     from aecli.ui import Messages, StreamProgress, print_evaluation, print_pixel_evaluation, print_table, score_table
 
     say = Messages(quiet)
+    out = None if out == Path("-") else out
     scores.check_metric(metric)
     spec = thresholds.parse(threshold, fpr, contamination)
     fmt = fmt or ("table" if out is None and sys.stdout.isatty() else "csv")
@@ -781,14 +788,13 @@ def score(
 
         score_report.check(report)
     images = open_inputs(inputs or [], files_from, max_pixels, skip_bad)
-    table = [Path(labels)] if labels and Path(labels).is_file() else []  # a CSV of labels is an input too
-    heatmaps = [maps / images.relative(i).with_suffix(".png") for i in range(len(images))] if maps else []
+    heatmaps = mirror_targets(maps, *images.mirrored()) if maps else []  # two inputs on one map: refused now
     guard_outputs(
-        [*table, *images.files()], images.directories, files=[("-o", out), ("--plot", plot)],
+        [*_lists(files_from, labels), *images.files()], images.directories, files=[("-o", out), ("--plot", plot)],
         directories=[("--maps", maps)], written=[("--maps", path) for path in heatmaps],
     )  # fmt: skip
     if report:
-        score_report.check(report, images)
+        score_report.check(report, images, outputs={"-o": out, "--plot": plot, "--maps": maps})
     truth = None
     if labels:
         from aecli.scoring.labels import labels_for

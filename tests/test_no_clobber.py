@@ -21,6 +21,7 @@ def digest(path: Path) -> str:
 def inputs(tmp_path) -> Path:
     write_pngs(tmp_path / "photos", blobs(4, seed=3))
     Image.fromarray(blobs(1, seed=4)[0]).save(tmp_path / "one.png")
+    (tmp_path / "list.txt").write_text("one.png\nphotos/img001.png\n")
     np.save(tmp_path / "stack.npy", blobs(4, seed=5))
     return tmp_path
 
@@ -39,6 +40,15 @@ CASES = {
         ["denoise", "photos", "-o", "out", "--add-noise", "0.1", "--reference", "stack.npy", "--report", "stack.npy"],
         "stack.npy",
     ),
+    "score -o onto its --files-from list": (["score", "--files-from", "list.txt", "-o", "list.txt"], "list.txt"),
+    "score --plot, an image into the input folder": (
+        ["score", "photos", "--plot", "photos/hist.png"],
+        "photos/img000.png",
+    ),
+    "encode --plot, an image into the input folder": (
+        ["encode", "photos", "-o", "z.npy", "--plot", "photos/map.png"],
+        "photos/img000.png",
+    ),
     "denoise -o into the reference folder": (
         ["denoise", "one.png", "-o", "photos", "--reference", "photos"],
         "photos/img000.png",
@@ -56,6 +66,7 @@ def test_an_output_onto_an_input_is_refused(run, models, inputs, args, victim):
     assert len(result.stderr.splitlines()) == 1
     assert digest(inputs / victim) == before
     assert not (inputs / "out").exists() and not (inputs / "z.npy").exists()
+    assert not (inputs / "photos" / "hist.png").exists() and not (inputs / "photos" / "map.png").exists()
 
 
 def test_interpolating_into_the_folder_of_its_ends_is_refused(run, models, inputs):
@@ -89,3 +100,34 @@ def test_overwrite_lets_denoise_replace_its_inputs(run, models, inputs):
     result = run("denoise", "photos", "-m", models["dae"], "-o", "photos", "--overwrite", "-q")
     assert result.exit_code == 0, result.stderr
     assert digest(inputs / "photos" / "img000.png") != before
+
+
+def test_two_inputs_on_one_heatmap_are_refused_before_scoring(run, models, inputs, tmp_path):
+    """Found only after scoring, once both were flagged: -o was written, the maps were not."""
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "img000.png").write_bytes((tmp_path / "photos" / "img000.png").read_bytes())
+    result = run("score", "photos", "copy", "-m", models["ae"], "--maps", "maps", "-o", "s.csv")
+    assert result.exit_code == 1 and "would both be written to maps/img000.png" in result.stderr, result.stderr
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_outputs_inside_the_report_or_a_hidden_folder(run, models, inputs, tmp_path):
+    assert run("score", "photos", "-m", models["ae"], "--report", "rep", "-q").exit_code == 0
+    result = run("score", "photos", "-m", models["ae"], "--report", "rep", "-o", "rep/scores.csv", "-q")
+    assert result.exit_code == 1 and "inside --report rep" in result.stderr, result.stderr
+    # a hidden folder is never walked, so maps may go below the inputs there
+    result = run("score", "photos", "-m", models["ae"], "--maps", "photos/.maps", "--maps-all", "-o", "s.csv", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert len(list((tmp_path / "photos" / ".maps").iterdir())) == 4
+
+
+def test_dash_is_stdout_for_score(run, models, inputs, tmp_path):
+    result = run("score", "photos", "-m", models["ae"], "-o", "-", "-q")
+    assert result.exit_code == 0 and result.stdout.startswith("path,score,threshold,anomalous")
+    assert not (tmp_path / "-").exists()
+
+
+def test_a_list_on_stdin_is_refused_under_torchrun(run, models, inputs, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # each process would read its own part of the one stdin
+    result = run("encode", "--files-from", "-", "-m", models["ae"], "-o", "z.npy", input="one.png\n")
+    assert result.exit_code == 2 and "write the list to a file" in result.stderr, result.stderr

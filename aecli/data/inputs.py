@@ -22,6 +22,7 @@ import torch
 from aecli.data.arrays import ArrayImages, is_idx, read_idx, read_npy, read_npz
 from aecli.data.images import IMAGE_SUFFIXES, MAX_PIXELS, UnreadableImage, read_image, to_channels, to_size
 from aecli.data.named import is_named, open_named
+from aecli import ranks
 from aecli.errors import InputError, UsageError
 from aecli.io.files import real
 
@@ -103,6 +104,10 @@ class ImageSet:
         """The file image i is read from; None for a row of an array."""
         part, row = self._locate(i)
         return part.paths[row] if isinstance(part, FileImages) else None
+
+    def mirrored(self) -> tuple[list[Path], list[str]]:
+        """Each image's relative path (what outputs mirror) and its name: mirror_targets' arguments."""
+        return [self.relative(i) for i in range(len(self))], [self.name(i) for i in range(len(self))]
 
     def files(self) -> Iterator[Path]:
         """Every file the images are read from (image files and array files): what no output may replace."""
@@ -243,6 +248,8 @@ def open_inputs(
 
 
 def _read_list(source: str) -> list[str]:
+    if source == "-" and ranks.active():  # torchrun's processes share one stdin: each would get a part
+        raise UsageError("--files-from - cannot be shared by torchrun's processes; write the list to a file")
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text()
     except OSError as e:

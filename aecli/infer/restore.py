@@ -55,8 +55,7 @@ def plan_outputs(
 ) -> dict[str, list[Path]]:  # fmt: skip
     """Where each image's outputs go, refusing the inputs' and references' directories and files
     (unless `overwrite`) before any work."""
-    relative = [images.relative(i) for i in range(len(images))]
-    names = [images.name(i) for i in range(len(images))]
+    relative, names = images.mirrored()
     options = {"out": "-o", "noisy": "--save-noisy"}
     targets = {
         name: mirror_targets(d, relative, names=names) for name, d in (("out", out), ("noisy", noisy)) if d is not None

@@ -158,7 +158,7 @@ def real(path: Path | str) -> Path:
 
 
 def mirror_targets(
-    out_dir: Path, relative: list[Path], suffix: str = ".png", names: list[str] | None = None
+    out_dir: Path, relative: list[Path], names: list[str] | None = None, suffix: str = ".png"
 ) -> list[Path]:
     """Output paths that mirror inputs' relative paths below `out_dir`; two inputs (`names`, for
     the message) never share one."""
@@ -189,14 +189,15 @@ def guard_outputs(
     be told apart from each other. Only an output that exists already can be an input, so the
     inputs are looked at (one stat each, links followed) only then.
     """
+    from aecli.data.images import IMAGE_SUFFIXES  # what a directory's walk reads
+
     input_dirs = list(input_dirs)
     files = [(option, Path(path).expanduser()) for option, path in files if path is not None]
     named: dict[Path, str] = {}
     for option, path in ((o, Path(p).expanduser()) for o, p in directories if p is not None):
         where = real(path)
-        for directory in input_dirs:
-            if where == directory or directory in where.parents:
-                raise OutputError(f"refusing to write into input directory {directory} ({option}; {hint})")
+        if inside := _read_below(where, input_dirs):
+            raise OutputError(f"refusing to write into input directory {inside} ({option}; {hint})")
         if where in named:
             raise OutputError(f"{named[where]} and {option} would both write into {path}: give each its own")
         named[where] = option
@@ -204,6 +205,9 @@ def guard_outputs(
         if _is_stream(path):  # -o /dev/null --index /dev/null is fine
             continue
         where = real(path)
+        if where.suffix.lower() in IMAGE_SUFFIXES and (inside := _read_below(where.parent, input_dirs)):
+            raise OutputError(f"refusing to write {path} into input directory {inside}: it would be read as an "
+                              f"input next time ({option}; {hint})")  # fmt: skip
         if where in named:
             raise OutputError(f"{named[where]} and {option} would both write {path}: give each its own path")
         named[where] = option
@@ -223,6 +227,15 @@ def guard_outputs(
         if (found.st_dev, found.st_ino) in existing:
             option, path = existing[(found.st_dev, found.st_ino)]
             raise OutputError(f"refusing to overwrite input {path} ({option}; {hint})")
+
+
+def _read_below(folder: Path, input_dirs: list[Path]) -> Path | None:
+    """The input directory whose walk would read what `folder` gets (hidden folders are skipped)."""
+    for directory in input_dirs:
+        if folder == directory or directory in folder.parents:
+            if not any(part.startswith(".") for part in folder.relative_to(directory).parts):
+                return directory
+    return None
 
 
 def leader_writes(write: Callable[..., Any]) -> Callable[..., Any]:

@@ -70,9 +70,10 @@ class ScoreReport:
     maps: int = 0
 
 
-def check(directory: Path, images=None) -> None:
+def check(directory: Path, images=None, outputs: dict[str, Path | None] | None = None) -> None:
     """Fail before any work when the report cannot be written: matplotlib missing, DIR a file or a
-    folder of other files (a report's own folder may be rewritten), or DIR inside an input directory."""
+    folder of other files (a report's own folder may be rewritten), DIR inside an input directory,
+    or another of the command's `outputs` inside DIR, where the report would write over it."""
     from aecli.report import plots
 
     try:
@@ -86,6 +87,10 @@ def check(directory: Path, images=None) -> None:
             f"refusing to write the report into {directory}: it holds other files and no earlier report "
             "(choose another folder, or an empty one)"
         )
+    for option, path in (outputs or {}).items():
+        if path is not None and real(directory.expanduser()) in real(Path(path).expanduser()).parents:
+            raise OutputError(f"{option} {path} is inside --report {directory}, which the report rewrites; "
+                              "choose another path")  # fmt: skip
     if images is not None:  # a report among the inputs would be scored by the next run
         inside = real(directory.expanduser())
         for folder in images.directories:

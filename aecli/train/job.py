@@ -74,7 +74,8 @@ def plan(
 
 def check_inputs(job: Job, images: ImageSet) -> None:
     """No output of the job replaces one of its input images, or another output."""
-    guard_outputs(images.files(), files=[("-o", job.out), ("--preview", job.preview), ("--plot", job.loss_plot)])
+    outputs = [("-o", job.out), ("--preview", job.preview), ("--plot", job.loss_plot)]
+    guard_outputs(images.files(), images.directories, files=outputs)
 
 
 def run(
