@@ -33,6 +33,15 @@ def test_an_obvious_anomaly_scores_higher_than_every_normal_image(run, models, m
     assert "AUROC 1.0000" in result.stderr and "best F1 1.0000" in result.stderr
 
 
+def test_class_folders_given_one_by_one_label_their_images(run, models, mvtec):
+    """`ae score test/* --labels folders`, the shell's expansion, was refused: no folder below them."""
+    result = run("score", mvtec / "good", mvtec / "noise", "-m", models["ae"], "--labels", "folders")
+    assert result.exit_code == 0, result.stderr
+    assert [r["label"] for r in _rows(result.stdout)] == ["0"] * 6 + ["1"] * 2
+    result = run("score", mvtec / "good", "-m", models["ae"], "--labels", "folders")  # one folder: no classes
+    assert result.exit_code == 2 and "not inside a folder below an input directory" in result.stderr
+
+
 def test_labelled_normal_images_far_above_the_calibrated_rate_say_the_calibration_does_not_fit(run, models, tmp_path):
     shifted = 255 - blobs(24, seed=5)  # the normal discs, under another light
     write_pngs(tmp_path / "site2" / "good", shifted)

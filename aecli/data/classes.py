@@ -54,11 +54,20 @@ def class_names(images, spec: str, flag: str = "--condition") -> list[str]:
 
 
 def top_folder(images, i: int, flag: str) -> str:
-    """The first folder below the input directory an image was found in: ./data/circle/1.png is `circle`."""
+    """The first folder below the input directory an image was found in: ./data/circle/1.png is `circle`.
+
+    Class folders given one by one (`./data/circle ./data/square`, as the shell expands
+    ./data/*) name their own images' class.
+    """
     parts = images.relative(i).parts
-    if len(parts) < 2 or images.is_array(i):
+    if images.is_array(i):
         raise UsageError(f"{flag} folders: {images.name(i)} is not inside a folder below an input directory")
-    return parts[0]
+    if len(parts) >= 2:
+        return parts[0]
+    folder = images.path(i).parent
+    if len(images.directories) >= 2 and real(folder) in images.directories:
+        return folder.name or real(folder).name
+    raise UsageError(f"{flag} folders: {images.name(i)} is not inside a folder below an input directory")
 
 
 def csv_values(
