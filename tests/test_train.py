@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -158,6 +159,19 @@ def test_non_finite_settings_and_a_binary_config_are_usage_errors(run, npy_file,
     flags = [str(npy_file) if flag == "NPY" else flag for flag in flags]
     result = run("train", npy_file, *FAST, "-o", "m.safetensors", *flags)
     assert result.exit_code == 2 and says in result.stderr, result.stderr
+
+
+def test_every_unreadable_image_is_reported_once_wherever_the_split_puts_it(run, tmp_path):
+    """Those that fell in the validation split were dropped without a word."""
+    folder = tmp_path / "some-bad"
+    write_pngs(folder, blobs(30))
+    for k in range(10):
+        (folder / f"bad{k}.png").write_text("not a png")
+    result = run("train", folder, "--epochs", "2", "--batch-size", "8", "--skip-bad", "-o", "m.safetensors")
+    assert result.exit_code == 0, result.stderr
+    named = re.findall(r"skipped \S*/(bad\d)\.png:", result.stderr)
+    assert sorted(named) == [f"bad{k}" for k in range(10)], result.stderr
+    assert modelfile.load(tmp_path / "m.safetensors").training["skipped_images"] == 10
 
 
 def test_images_under_4_pixels_need_an_image_size(run, tmp_path):

@@ -185,8 +185,9 @@ def validation_loss(run: Run) -> float | None:
         return None
     run.images_at(-1)  # the same validation patches every epoch
     run.model.eval()
-    means, sizes = [], []
+    means, sizes, skipped = [], [], 0
     for k, batch in enumerate(run.stream(run.blocks(run.split.val))):
+        skipped += run.report_unreadable(batch.skipped)  # an unreadable held-out image is said once, as in training
         if len(batch.pixels):
             x = runtime.to_device(batch.pixels, run.device)
             index = batch.rows if batch.rows is not None else batch.index
@@ -199,7 +200,8 @@ def validation_loss(run: Run) -> float | None:
     means = torch.stack(means).tolist() if means else []  # one read from the device, not one a batch
     losses, count = [m * n for m, n in zip(means, sizes)], sum(sizes)
     if distributed.active():
-        losses, count = distributed.concat(losses), distributed.total(count)
+        losses, count, skipped = distributed.concat(losses), distributed.total(count), distributed.total(skipped)
+    run.history.skipped_images += skipped
     return sum(losses) / count if count else None
 
 
