@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aecli import ranks
 from aecli.data.arrays import ArrayImages, is_idx, read_idx, read_npy, read_npz
 from aecli.data.images import IMAGE_SUFFIXES, MAX_PIXELS, UnreadableImage, read_image, to_channels, to_size
 from aecli.data.named import is_named, open_named
-from aecli import ranks
 from aecli.errors import InputError, UsageError
 from aecli.io.files import real
 
