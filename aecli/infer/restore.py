@@ -67,7 +67,7 @@ def plan_outputs(
         () if overwrite else folders,
         files=[("--grid", grid), ("--report", report)],
         directories=[("-o", out), ("--save-noisy", noisy)],
-        written=[(options[name], path) for name, paths in targets.items() for path in paths],
+        written=[] if overwrite else [(options[name], path) for name, paths in targets.items() for path in paths],
         hint="choose another path, or --overwrite",
     )
     return targets

@@ -39,7 +39,7 @@ def _fsync_directory(directory: Path) -> None:
             os.close(fd)
 
 
-def _is_stream(path: Path) -> bool:
+def is_stream(path: Path) -> bool:
     """A device, a pipe or a socket: something that exists and is neither a file nor a directory."""
     try:
         mode = os.stat(path).st_mode
@@ -68,7 +68,7 @@ def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO]:
     it would swap /dev/null for a plain file, and nothing can be left half-written there.
     """
     path = Path(path)
-    if _is_stream(path):  # stat follows links; realpath cannot name /dev/fd/63's pipe
+    if is_stream(path):  # stat follows links; realpath cannot name /dev/fd/63's pipe
         with _in_place(path, mode) as f:
             yield f
         return
@@ -128,7 +128,7 @@ def check_writable(path: Path) -> None:
         raise OutputError(f"cannot write {path}: it is a directory")
     if not parent.is_dir():
         raise OutputError(f"cannot write {path}: directory {parent} does not exist")
-    if _is_stream(path):  # written in place, not renamed into its directory
+    if is_stream(path):  # written in place, not renamed into its directory
         if not os.access(path, os.W_OK):
             raise OutputError(f"cannot write {path}: permission denied")
         return
@@ -202,7 +202,7 @@ def guard_outputs(
             raise OutputError(f"{named[where]} and {option} would both write into {path}: give each its own")
         named[where] = option
     for option, path in files:
-        if _is_stream(path):  # -o /dev/null --index /dev/null is fine
+        if is_stream(path):  # -o /dev/null --index /dev/null is fine
             continue
         where = real(path)
         if where.suffix.lower() in IMAGE_SUFFIXES and (inside := _read_below(where.parent, input_dirs)):

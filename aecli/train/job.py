@@ -18,7 +18,7 @@ from aecli.config import Settings
 from aecli.data import ImageSet
 from aecli.errors import OutputError, UsageError
 from aecli.io import modelfile
-from aecli.io.files import check_directory, check_writable, guard_outputs
+from aecli.io.files import check_directory, check_writable, guard_outputs, is_stream
 from aecli.train.loop import fit
 from aecli.train.run import CallbackList, Callbacks, resume_settings
 
@@ -65,7 +65,7 @@ def plan(
         job.settings = resume_settings(job.previous, overrides)
     else:
         modelfile.check_replaceable(out)
-    if Path(out).exists() and not Path(out).is_file() and not Path(out).is_dir():
+    if is_stream(out):
         raise OutputError(f"cannot train into {out}: the model is saved to a file each epoch, then read back")
     for target in filter(None, [out, preview, job.loss_plot]):
         check_writable(target)
